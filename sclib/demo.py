@@ -1,0 +1,113 @@
+"""Run the notebook series on ELPV in batch: ``python -m sclib.demo --profile quick``.
+
+The command builds ELPV in the MVTec AD layout (once), creates a new run folder under
+``runs/``, and executes every numbered notebook with papermill, passing the profile,
+the data folder and the run folder as parameters. Notebook 04 writes the training
+results (configuration, manifest, metrics, scores, figures) into that folder, and
+every executed notebook is saved beside them in ``notebooks/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from sclib.paths import project_root, resolve_path, runs_dir
+
+logger = logging.getLogger("sclib.demo")
+
+KERNEL_NAME = "python3"
+
+
+def list_notebooks(folder: Path, selection: list[str] | None = None) -> list[Path]:
+    """Return the numbered notebooks of ``folder`` in order, optionally only those whose
+    two-digit prefix is in ``selection``."""
+    notebooks = sorted(path for path in folder.glob("[0-9][0-9]_*.ipynb"))
+    if selection:
+        notebooks = [path for path in notebooks if path.name[:2] in selection]
+        missing = sorted(set(selection) - {path.name[:2] for path in notebooks})
+        if missing:
+            raise ValueError(
+                f"no notebook starts with {missing} in {folder}; "
+                f"available: {[path.name[:2] for path in sorted(folder.glob('[0-9][0-9]_*.ipynb'))]}"
+            )
+    return notebooks
+
+
+def run_series(
+    profile: str,
+    data_root: Path,
+    run_dir: Path,
+    notebooks: list[Path],
+    extra_parameters: dict | None = None,
+) -> list[tuple[str, float]]:
+    """Execute ``notebooks`` in order with papermill and return (name, seconds) per notebook.
+
+    Raises the papermill error of the first notebook that fails; the executed copy in
+    ``run_dir/notebooks`` shows the failing cell.
+    """
+    import papermill
+
+    executed_dir = run_dir / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {"profile": profile, "data_root": str(data_root), "run_dir": str(run_dir)}
+    parameters.update(extra_parameters or {})
+    timings = []
+    for notebook in notebooks:
+        started = time.perf_counter()
+        logger.info("running %s", notebook.name)
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed_dir / notebook.name),
+            parameters=parameters,
+            kernel_name=KERNEL_NAME,
+            cwd=str(project_root()),
+            progress_bar=False,
+        )
+        seconds = time.perf_counter() - started
+        timings.append((notebook.name, seconds))
+        logger.info("finished %s in %.0f s", notebook.name, seconds)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick", help="paper, quick or tiny (default: quick)")
+    parser.add_argument(
+        "--data-root",
+        default="data/elpv",
+        help="folder for the ELPV data set in the MVTec AD layout (default: data/elpv)",
+    )
+    parser.add_argument(
+        "--notebooks",
+        default=None,
+        help="comma-separated two-digit prefixes to run, for example 01,02 (default: all)",
+    )
+    parser.add_argument("--name", default=None, help="run folder name prefix (default: elpv-PROFILE)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    from sclib.data import build_elpv
+    from sclib.runs import new_run_dir
+
+    started = time.perf_counter()
+    data_root = build_elpv(resolve_path(args.data_root))
+    selection = args.notebooks.split(",") if args.notebooks else None
+    notebooks = list_notebooks(project_root() / "notebooks", selection)
+    run_dir = new_run_dir(runs_dir(), args.name or f"elpv-{args.profile}")
+    logger.info("run folder: %s", run_dir)
+
+    timings = run_series(args.profile, data_root, run_dir, notebooks)
+
+    logger.info("all %d notebooks finished in %.1f min", len(timings), (time.perf_counter() - started) / 60)
+    for name, seconds in timings:
+        logger.info("  %-40s %6.0f s", name, seconds)
+    logger.info("results are in %s", run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
