@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from sclib import paths as sclib_paths
+from sclib.runs import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
 def array_to_rgb(array: np.ndarray, path: str | os.PathLike = "<array>") -> np.ndarray:
     """Convert a grey, grey + alpha, RGB or RGBA array of a supported dtype to uint8 (H, W, 3).
 
+    The result is writable and C-contiguous.
+
     Args:
         array: ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` with C in 1..4; uint8, uint16,
             bool, float in [0, 1], or another integer dtype with values in [0, 255].
@@ -151,7 +153,8 @@ def array_to_rgb(array: np.ndarray, path: str | os.PathLike = "<array>") -> np.n
         array = np.repeat(array[:, :, :1], 3, axis=2)  # grey (+ alpha) -> RGB
     elif channels == 4:
         array = array[:, :, :3]  # alpha dropped
-    return np.ascontiguousarray(_to_uint8(array, path))
+    rgb = np.ascontiguousarray(_to_uint8(array, path))
+    return rgb if rgb.flags.writeable else rgb.copy()  # PIL hands out read-only arrays
 
 
 def _pil_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
@@ -249,7 +252,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[0] == size and image.shape[1] == size:
         return image
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(resized)
+    return np.array(resized)
 
 
 @dataclass
@@ -321,21 +324,15 @@ def _load_cached(cache_file: Path) -> ImageCache | None:
 
 
 def _save_cached(cache_file: Path, cache: ImageCache) -> None:
-    """Write the cache with a temporary file and ``os.replace``, so readers never see half a file."""
+    """Write the cache atomically, so a reader never loads half a file."""
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     content = {
         "images": cache.images,
         "paths": [str(p) for p in cache.paths],
         "skipped": [str(p) for p in cache.skipped],
     }
-    handle, temp_name = tempfile.mkstemp(dir=cache_file.parent, prefix=cache_file.name + ".")
-    os.close(handle)
-    try:
-        torch.save(content, temp_name)
-        os.replace(temp_name, cache_file)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(cache_file, "wb") as handle:
+        torch.save(content, handle)
 
 
 def _warn_skipped(skipped: Sequence[Path]) -> None:
@@ -405,7 +402,7 @@ def build_image_cache(
                 raise
             skipped.append(path)
             continue
-        images[len(kept)] = torch.from_numpy(pixels).permute(2, 0, 1)  # (S, S, 3) -> (3, S, S)
+        images.numpy()[len(kept)] = pixels.transpose(2, 0, 1)  # (S, S, 3) -> (3, S, S)
         kept.append(path)
 
     if skipped:

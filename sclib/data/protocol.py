@@ -22,7 +22,6 @@ Manifest roles: ``train_normal``, ``train_anomaly``, ``test``, ``unused``.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from sclib.data.layout import ImageRecord
+from sclib.runs import write_csv_atomic
 
 SETTINGS = ("general", "hard", "anomaly_free")
 ROLES = ("train_normal", "train_anomaly", "test", "unused")
@@ -70,15 +70,7 @@ class Split:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", newline="") as stream:
-                self.manifest.to_csv(stream, index=False)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        return path
+        return write_csv_atomic(self.manifest, path)
 
 
 def _build_manifest(groups: dict[str, list[ImageRecord]], contaminated: set[Path]) -> pd.DataFrame:
