@@ -153,6 +153,22 @@ def save_mask(mask: np.ndarray, destination: Path) -> None:
     save_image(Image.fromarray(mask.astype(np.uint8) * 255, mode="L"), destination)
 
 
+def copy_split(
+    subset: Path,
+    train: Sequence[tuple[Path, str]],
+    test: Sequence[tuple[Path, str]],
+    anomalies: Mapping[str, Sequence[tuple[Path, str]]],
+) -> None:
+    """Copy (source file, output name) pairs into the MVTec AD folders of ``subset``."""
+    for path, name in train:
+        copy_file(path, subset / "train" / "good" / name)
+    for path, name in test:
+        copy_file(path, subset / "test" / "good" / name)
+    for class_name, items in anomalies.items():
+        for path, name in items:
+            copy_file(path, subset / "test" / class_name / name)
+
+
 def _is_inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
