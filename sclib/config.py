@@ -35,7 +35,8 @@ LOSS_REFERENCES = ("fixed", "sampled")
 SETTINGS = ("general", "hard", "anomaly_free")
 PROFILES = ("paper", "quick", "tiny")
 
-# Every backbone in sclib reduces the input by a stride of 32.
+# Stride of the ImageNet backbones (resnet18, efficientnet_lite0). A multiple of it
+# gives feature maps without cropped borders.
 BACKBONE_STRIDE = 32
 
 
