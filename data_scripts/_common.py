@@ -401,14 +401,17 @@ def run_cli(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,
     convert: Callable[[argparse.Namespace], Path],
-    published: Mapping[str, Published],
+    published: Mapping[str, Published] | Callable[[argparse.Namespace], Mapping[str, Published]],
 ) -> int:
     """Parse ``argv``, convert and check; return the exit status.
 
-    Exit status: 0 on success, 1 when ``--check`` finds an undocumented mismatch,
-    2 when the input is invalid (the message goes to stderr).
+    ``published`` is the table of published counts, or a function that picks it from
+    the parsed arguments. Exit status: 0 on success, 1 when ``--check`` finds an
+    undocumented mismatch, 2 when the input is invalid (the message goes to stderr).
     """
     args = parser.parse_args(argv)
+    if callable(published):
+        published = published(args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
