@@ -31,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from sclib import bound
+from sclib.losses import deviation_loss
 
 logger = logging.getLogger(__name__)
 
@@ -117,19 +118,6 @@ class ToyMixture:
 # ---------------------------------------------------------------------------------------------
 
 
-def _deviation_loss(
-    scores: torch.Tensor, targets: torch.Tensor, margin: float = 5.0
-) -> torch.Tensor:
-    """Deviation loss with the fixed reference (mean 0, std 1), so ``dev = score``.
-
-    ``loss = (1 - t) * |dev| + t * max(0, margin - dev)``, averaged over the batch.
-    """
-    # TODO: import sclib.losses.deviation_loss(reference="fixed") once that module exists.
-    deviation = scores
-    per_sample = (1 - targets) * deviation.abs() + targets * torch.relu(margin - deviation)
-    return per_sample.mean()
-
-
 class ToyHead(nn.Module):
     """MLP head on a 2-D point: Linear, ReLU, Linear, ReLU, Linear, absolute value.
 
@@ -209,8 +197,8 @@ def train_toy_heads(
     """Train the two-head and one-head toy models and calibrate the two-head scores.
 
     Both models train full-batch with Adam on the same ``n_train`` points. The normal head
-    has target 1 on normal points, the anomaly head target 1 on anomalies (deviation loss,
-    margin 5). The calibration is then fitted on ``n_validation`` further points, drawn
+    has target 1 on normal points, the anomaly head target 1 on anomalies, both with
+    ``sclib.losses.deviation_loss`` (fixed reference, margin 5). The calibration is then fitted on ``n_validation`` further points, drawn
     from a separate stream of ``seed``.
 
     Args:
@@ -241,14 +229,14 @@ def train_toy_heads(
 
     rows = []
     for step in range(steps):
-        two_head_loss = _deviation_loss(normal_head(points_t), is_normal) + _deviation_loss(
+        two_head_loss = deviation_loss(normal_head(points_t), is_normal) + deviation_loss(
             anomaly_head(points_t), is_anomaly
         )
         two_head_optimiser.zero_grad()
         two_head_loss.backward()
         two_head_optimiser.step()
 
-        one_head_loss = _deviation_loss(one_head(points_t), is_normal)
+        one_head_loss = deviation_loss(one_head(points_t), is_normal)
         one_head_optimiser.zero_grad()
         one_head_loss.backward()
         one_head_optimiser.step()
