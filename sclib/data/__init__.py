@@ -1,9 +1,12 @@
 """Data: image decoding and caching, folder discovery, the OSAD protocol, ELPV, batch sampling.
 
-Modules in reading order: ``images`` (decode any file to uint8 RGB, cache decoded
-tensors), ``layout`` (find and check MVTec AD style folders), ``protocol`` (assign train,
-test and unused roles for a setting), ``elpv`` (build the offline ELPV data set) and
-``sampler`` (balanced batches with pseudo-anomaly bases).
+Modules in reading order:
+
+- ``images``: decode any file to uint8 RGB and cache decoded tensors;
+- ``layout``: find and check folders in the MVTec AD layout;
+- ``protocol``: assign train, test and unused roles for an OSAD setting;
+- ``elpv``: build the offline ELPV data set;
+- ``sampler``: balanced batches with pseudo-anomaly bases.
 """
 
 from sclib.data.elpv import build_elpv, elpv_split_table

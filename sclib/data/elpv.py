@@ -1,9 +1,10 @@
 """ELPV solar-cell images in the MVTec AD layout, built offline from the ``elpv-dataset`` package.
 
-The ``elpv-dataset`` package (Deitsch et al.) ships 2624 electroluminescence images of
-solar cells, 300x300 grey PNG, and a ``labels.csv`` whose whitespace-separated columns are
-the image path, the defect probability (0, 1/3, 2/3 or 1) and the cell type (``mono`` or
-``poly``). The anomaly-detection protocol of DRA (Ding et al., CVPR 2022) uses:
+The ``elpv-dataset`` package (Deitsch et al., version 1.0.0.post1) ships 2624
+electroluminescence images of solar cells as 300x300 grey PNG files. Its ``labels.csv``
+has three whitespace-separated columns: the image path, the defect probability (0, 1/3,
+2/3 or 1) and the cell type (``mono`` or ``poly``). The anomaly-detection protocol of DRA
+(Ding et al., CVPR 2022) uses:
 
 - normal: probability 0 (1508 cells); 25% go to test with scikit-learn
   ``train_test_split(test_size=0.25, random_state=42)`` over the normals in the order of
@@ -65,10 +66,10 @@ def read_elpv_labels(labels_path: str | os.PathLike | None = None) -> pd.DataFra
     known = np.isclose(table["probability"].to_numpy()[:, None], [0, 1 / 3, 2 / 3, 1]).any(axis=1)
     if not known.all():
         bad = table.loc[~known, "probability"].unique().tolist()
-        raise ValueError(f"{path} has defect probabilities {bad}; expected 0, 1/3, 2/3 or 1.")
+        raise ValueError(f"{path} has invalid defect probabilities {bad}. Expected 0, 1/3, 2/3 or 1.")
     bad_types = sorted(set(table["cell_type"]) - {"mono", "poly"})
     if bad_types:
-        raise ValueError(f"{path} has cell types {bad_types}; expected mono or poly.")
+        raise ValueError(f"{path} has invalid cell types {bad_types}. Expected mono or poly.")
     return table
 
 
@@ -196,8 +197,8 @@ def build_elpv(
         return target
     if target.exists() and not _is_partial_build(target):
         raise ValueError(
-            f"{target} exists but is no complete ELPV build and contains other files; "
-            "move it away or pass another root."
+            f"{target} exists, is not a complete ELPV build and contains other files, so it "
+            "is not replaced. Move it away or pass another root."
         )
 
     root.mkdir(parents=True, exist_ok=True)

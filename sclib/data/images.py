@@ -7,13 +7,14 @@ a file twice.
 
 Conversion rules of ``load_image``:
 
-- grey, grey + alpha, palette, CMYK and other modes become RGB; an alpha channel is
-  dropped, not composited;
-- 16-bit data is scaled by its dtype range, ``round(value * 255 / 65535)``, never by the
-  image's own minimum and maximum, so the same raw value gives the same pixel in every
-  file; PIL's 32-bit integer mode ``"I"`` is read as 16-bit data (values clipped to
-  0..65535) because PNG and TIFF decoders use it for 16-bit grey;
-- float data must lie in [0, 1] and is scaled by 255;
+- Grey, grey + alpha, palette, CMYK and other modes become RGB. An alpha channel is
+  dropped, not composited.
+- 16-bit data is scaled by its dtype range, ``round(value * 255 / 65535)``, and not by
+  the image's own minimum and maximum, so one raw value gives one pixel value in every
+  file.
+- PIL's 32-bit integer mode ``"I"`` is read as 16-bit data (values clipped to
+  0..65535), because PIL decodes some 16-bit grey files into that mode.
+- Float data must lie in [0, 1] and is scaled by 255.
 - ``.npy`` arrays may be ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` with C in 1..4.
 """
 
@@ -89,7 +90,7 @@ def _mode_name(channels: int, dtype: np.dtype) -> str:
 
 
 def _channels_last(array: np.ndarray, path: Path) -> np.ndarray:
-    """Return ``array`` as ``(H, W, C)``; accepts ``(H, W)``, ``(H, W, C)`` and ``(C, H, W)``."""
+    """Return ``array`` as ``(H, W, C)``, given ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``."""
     if array.ndim == 2:
         return array[:, :, None]
     if array.ndim == 3:
@@ -103,7 +104,7 @@ def _channels_last(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
-    """Scale an array of any supported dtype to uint8 by the dtype range (see module doc)."""
+    """Scale an array of a supported dtype to uint8 by the dtype range (see the module docstring)."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.bool_:
@@ -125,7 +126,7 @@ def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
             return array.astype(np.uint8)
         raise ImageReadError(
             path,
-            f"{array.dtype} values span [{low}, {high}]; only uint8, uint16, "
+            f"{array.dtype} values span [{low}, {high}], but only uint8, uint16, "
             "float in [0, 1], or integers in [0, 255] are supported",
         )
     raise ImageReadError(path, f"unsupported array dtype {array.dtype}")
@@ -162,7 +163,7 @@ def _pil_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
     if mode in ("RGB", "L", "RGBA", "LA", "F") or mode.startswith("I;16"):
         return array_to_rgb(np.asarray(image), path)
     if mode == "I":
-        # NOTE: mode "I" is read as 16-bit data; true 32-bit integer images are clipped.
+        # NOTE: mode "I" is read as 16-bit data, so values of true 32-bit images are clipped.
         return array_to_rgb(np.clip(np.asarray(image), 0, 65535).astype(np.uint16), path)
     if mode == "1":
         return array_to_rgb(np.asarray(image.convert("L")), path)
@@ -194,7 +195,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ImageReadError: the file is empty, damaged or holds an unsupported format.
+        ImageReadError: the file is empty, damaged or in an unsupported format.
     """
     path = Path(path)
     if not path.is_file():
@@ -245,7 +246,7 @@ def read_image_info(path: str | os.PathLike) -> ImageInfo:
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a uint8 ``(H, W, 3)`` array to ``(size, size, 3)``.
 
-    Non-square images are resized directly, so the aspect ratio is not kept; this matches
+    Non-square images are resized directly, so the aspect ratio is not kept. This matches
     the ``Resize((size, size))`` step of MVTec AD pipelines. PIL's bilinear filter widens
     its support when shrinking, so downscaling is antialiased.
     """
@@ -279,11 +280,11 @@ def default_cache_dir() -> Path:
 
 
 def _check_cache_location(cache_dir: Path, files: Sequence[Path]) -> None:
-    """Raise when ``cache_dir`` lies inside the folder that holds the images.
+    """Raise when ``cache_dir`` lies inside the folder that contains the images.
 
-    The data folder is the common parent of the image folders; it is not checked when
-    it is the home folder, one of its parents, or the file-system root, because then it
-    is no data folder.
+    The data folder is the common parent of the image folders. It is not checked when it
+    is the home folder, one of its parents, or the file-system root, because such a
+    folder is not a data folder.
     """
     data_dir = Path(os.path.commonpath([str(path.parent) for path in files]))
     home = Path.home().resolve()
@@ -291,8 +292,8 @@ def _check_cache_location(cache_dir: Path, files: Sequence[Path]) -> None:
         return
     if cache_dir == data_dir or data_dir in cache_dir.parents:
         raise ValueError(
-            f"cache_dir={cache_dir} is inside the data folder {data_dir}; the cache must "
-            "not write into a data folder. Pass a cache_dir outside it or leave it as None."
+            f"cache_dir={cache_dir} is inside the data folder {data_dir}, and the cache "
+            "must not write into a data folder. Pass a cache_dir outside it or None."
         )
 
 

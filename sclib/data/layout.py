@@ -8,8 +8,8 @@ A subset folder looks like this::
     <subset>/ground_truth/<defect_class>/<stem>_mask.png   optional pixel masks
 
 ``discover`` lists the images as ``ImageRecord`` rows and raises on a broken layout.
-``check_layout`` never raises for a layout problem: it returns a ``LayoutReport`` whose
-``problems`` say in plain words what is wrong, for a notebook or a command line to show.
+``check_layout`` does not raise for a layout problem. It returns a ``LayoutReport`` whose
+``problems`` list, in plain sentences, what is wrong, for a notebook or a terminal.
 """
 
 from __future__ import annotations
@@ -106,29 +106,29 @@ def discover(root: str | os.PathLike) -> list[ImageRecord]:
 
     Raises:
         FileNotFoundError: ``root``, ``train/good`` or ``test`` is missing.
-        ValueError: a class folder holds no image, ``test/`` holds no class folder, or
-            ``train/`` holds a folder other than ``good``.
+        ValueError: a class folder contains no image, ``test/`` contains no class folder,
+            or ``train/`` contains a folder other than ``good``.
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"Data folder not found: {root}; {EXPECTED_LAYOUT}.")
+        raise FileNotFoundError(f"Data folder not found: {root}. Layout: {EXPECTED_LAYOUT}.")
     train_good = root / "train" / NORMAL_CLASS
     if not train_good.is_dir():
         raise FileNotFoundError(
-            f"Missing folder {train_good}; {EXPECTED_LAYOUT}.{_subset_hint(root)}"
+            f"Missing folder {train_good}. Layout: {EXPECTED_LAYOUT}.{_subset_hint(root)}"
         )
     other_train = [p.name for p in _list_class_dirs(root / "train") if p.name != NORMAL_CLASS]
     if other_train:
         raise ValueError(
-            f"{root / 'train'} contains folders {other_train} besides good/; the training split "
-            "holds only normal images. Move labelled anomalies to test/<defect_class>/."
+            f"{root / 'train'} contains folders {other_train} besides good/, but the training "
+            "split contains only normal images. Move anomalies to test/<defect_class>/."
         )
     test_dir = root / "test"
     if not test_dir.is_dir():
-        raise FileNotFoundError(f"Missing folder {test_dir}; {EXPECTED_LAYOUT}.")
+        raise FileNotFoundError(f"Missing folder {test_dir}. Layout: {EXPECTED_LAYOUT}.")
     test_classes = _list_class_dirs(test_dir)
     if not test_classes:
-        raise ValueError(f"{test_dir} contains no class folder; {EXPECTED_LAYOUT}.")
+        raise ValueError(f"{test_dir} contains no class folder. Layout: {EXPECTED_LAYOUT}.")
 
     records: list[ImageRecord] = []
     for split, class_dir in [("train", train_good)] + [("test", d) for d in test_classes]:
@@ -211,8 +211,8 @@ def _class_folders(root: Path, problems: list[str]) -> list[tuple[str, Path]]:
         for extra in _list_class_dirs(train_dir):
             if extra.name != NORMAL_CLASS:
                 problems.append(
-                    f"Unexpected folder {extra}: train/ holds only normal images in train/good; "
-                    "move anomalies to test/<defect_class>/."
+                    f"Unexpected folder {extra}: train/ contains only normal images, in "
+                    "train/good. Move anomalies to test/<defect_class>/."
                 )
     if not test_dir.is_dir():
         problems.append(f"No test folder: create {test_dir} with good/ and one folder per defect class.")
@@ -221,7 +221,7 @@ def _class_folders(root: Path, problems: list[str]) -> list[tuple[str, Path]]:
     if not any(d.name != NORMAL_CLASS for d in test_classes):
         problems.append(f"No defect class folder in {test_dir}: the test set has no anomalies.")
     if not (test_dir / NORMAL_CLASS).is_dir():
-        problems.append(f"No test/good folder: the test set has no normal images, so AUROC is undefined.")
+        problems.append("No test/good folder: the test set has no normal images, so AUROC is undefined.")
     folders.extend(("test", d) for d in test_classes)
     return folders
 
@@ -261,7 +261,7 @@ def check_layout(root: str | os.PathLike, decode: bool = True) -> LayoutReport:
     report = LayoutReport(root=root)
     problems = report.problems
     if not root.is_dir():
-        problems.append(f"Data folder {root} does not exist; {EXPECTED_LAYOUT}.")
+        problems.append(f"Data folder {root} does not exist. Layout: {EXPECTED_LAYOUT}.")
         return report
 
     rows = []

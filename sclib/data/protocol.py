@@ -10,11 +10,11 @@ remains. The settings follow the benchmark protocol of DRA (Ding et al., CVPR 20
   that class leaves the test set, so the test anomalies are all of unseen classes;
 - ``anomaly_free``: no labelled anomaly (n = 0).
 
-Two rules keep the draw reproducible. The records are sorted by path before any seeded
-shuffle, so the listing order of the file system cannot change the draw. With fewer than
-10 anomalies (1-shot, for example) the labelled anomalies are the first n of the 10-shot
-draw and the test set is exactly the 10-shot test set; the other drawn anomalies get role
-``"unused"``. This makes the 1-shot and 10-shot scores comparable on the same test set.
+Two rules keep the draw reproducible. First, the records are sorted by path before any
+seeded shuffle, so the listing order of the file system cannot change the draw. Second,
+with fewer than 10 labelled anomalies (1-shot, for example) the labelled anomalies are the
+first n of the 10-shot draw, and the test set is exactly the 10-shot test set. The other
+drawn anomalies get role ``"unused"``, so 1-shot and 10-shot scores share one test set.
 
 Manifest roles: ``train_normal``, ``train_anomaly``, ``test``, ``unused``.
 """
@@ -116,13 +116,13 @@ def read_manifest(path: str | os.PathLike) -> Split:
     table = pd.read_csv(path, keep_default_na=False)
     missing = [c for c in MANIFEST_COLUMNS[:4] if c not in table.columns]
     if missing:
-        raise ValueError(f"Manifest {path} lacks columns {missing}; expected {MANIFEST_COLUMNS}.")
+        raise ValueError(f"Manifest {path} lacks columns {missing}. Expected {MANIFEST_COLUMNS}.")
     if "contaminated" not in table.columns:
         table["contaminated"] = False
     table["contaminated"] = table["contaminated"].astype(str).str.lower().eq("true")
     invalid_roles = sorted(set(table["role"]) - set(ROLES))
     if invalid_roles:
-        raise ValueError(f"Manifest {path} has invalid roles {invalid_roles}; valid roles: {ROLES}.")
+        raise ValueError(f"Manifest {path} has invalid roles {invalid_roles}. Valid roles: {ROLES}.")
 
     groups: dict[str, list[ImageRecord]] = {role: [] for role in ROLES}
     contaminated: set[Path] = set()
@@ -143,7 +143,7 @@ def _sorted_records(records: Iterable[ImageRecord]) -> list[ImageRecord]:
 
 def _check_arguments(setting: str, n_anomaly: int, known_class: str | None, contamination: float) -> None:
     if setting not in SETTINGS:
-        raise ValueError(f"Unknown setting {setting!r}; valid settings: {', '.join(SETTINGS)}.")
+        raise ValueError(f"Unknown setting {setting!r}. Valid settings: {', '.join(SETTINGS)}.")
     if isinstance(n_anomaly, bool) or not isinstance(n_anomaly, (int, np.integer)) or n_anomaly < 0:
         raise ValueError(f"n_anomaly must be a non-negative integer, got {n_anomaly!r}.")
     if setting == "hard" and known_class is None:
@@ -185,8 +185,8 @@ def make_split(
 
     Raises:
         ValueError: unknown setting, unknown ``known_class`` (the message lists the valid
-            classes), more anomalies requested than exist (the message says how many
-            exist), or a contamination that needs more anomalies than remain.
+            classes), more anomalies requested than exist (the message gives the number
+            available), or a contamination that needs more anomalies than remain.
     """
     _check_arguments(setting, n_anomaly, known_class, contamination)
     if setting == "anomaly_free":
@@ -197,12 +197,12 @@ def make_split(
     anomalies = [r for r in test_records if r.label == 1]
     defect_classes = sorted({r.defect_class for r in anomalies})
     if not train_normal:
-        raise ValueError("No normal training image among the records; check that train/good has images.")
+        raise ValueError("No normal training image among the records. Check that train/good has images.")
 
     if setting == "hard":
         if known_class not in defect_classes:
             raise ValueError(
-                f"Unknown known_class {known_class!r}; valid defect classes: {', '.join(defect_classes)}."
+                f"Unknown known_class {known_class!r}. Valid defect classes: {', '.join(defect_classes)}."
             )
         pool = [r for r in anomalies if r.defect_class == known_class]
     else:
@@ -210,8 +210,8 @@ def make_split(
     if n_anomaly > len(pool):
         where = f"class {known_class!r}" if setting == "hard" else "the test set"
         raise ValueError(
-            f"n_anomaly={n_anomaly} but {where} has only {len(pool)} anomalies; "
-            f"pass n_anomaly <= {len(pool)}."
+            f"n_anomaly={n_anomaly}, but {where} has only {len(pool)} anomalies. "
+            f"Pass n_anomaly <= {len(pool)}."
         )
 
     rng = np.random.default_rng(seed)
@@ -235,7 +235,7 @@ def make_split(
         if n_contaminated > len(candidates):
             raise ValueError(
                 f"contamination={contamination} needs {n_contaminated} hidden anomalies, but only "
-                f"{len(candidates)} unlabelled anomalies remain in the test set; pass a smaller fraction."
+                f"{len(candidates)} unlabelled anomalies remain in the test set. Pass a smaller fraction."
             )
         picks = rng.permutation(len(candidates))[:n_contaminated]
         contaminated = [candidates[i] for i in sorted(picks)]

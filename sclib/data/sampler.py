@@ -37,9 +37,10 @@ class BatchIndices(NamedTuple):
 
 
 def _draw_balanced(pool_size: int, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw ``count`` indices from ``range(pool_size)``, each at most once more than any other.
+    """Draw ``count`` indices from ``range(pool_size)`` as concatenated random permutations.
 
-    Concatenated permutations: without repeats when ``count <= pool_size``.
+    No index repeats when ``count <= pool_size``. Otherwise the counts of any two indices
+    differ by at most one.
     """
     n_rounds = -(-count // pool_size)
     rounds = [
@@ -71,7 +72,7 @@ class BalancedBatchSampler:
         pseudo_probability: float = 0.5,
     ):
         if n_normal < 1:
-            raise ValueError(f"n_normal must be at least 1, got {n_normal}; the normal pool is empty.")
+            raise ValueError(f"n_normal must be at least 1, got {n_normal}, because batches need normal images.")
         if n_anomaly < 0:
             raise ValueError(f"n_anomaly must be non-negative, got {n_anomaly}.")
         if batch_size < 1:

@@ -162,7 +162,7 @@ def test_fake_build_keeps_foreign_folder(tmp_path):
     foreign = tmp_path / "out" / "elpv"
     foreign.mkdir(parents=True)
     (foreign / "thesis.docx").write_text("keep me")
-    with pytest.raises(ValueError, match="move it away") as caught:
+    with pytest.raises(ValueError, match="Move it away") as caught:
         build_elpv(tmp_path / "out", labels_path=labels)
     assert str(foreign) in str(caught.value)
     assert (foreign / "thesis.docx").read_text() == "keep me"

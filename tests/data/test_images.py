@@ -44,7 +44,7 @@ def _jpeg_bytes(array: np.ndarray) -> bytes:
 # Each builder writes one file into a folder and returns its path.
 def _corrupt_png(folder: Path) -> Path:
     data = bytearray(_png_bytes(RGB))
-    data[40:80] = b"\x00" * 40  # damages the IHDR/IDAT chunks after the signature
+    data[40:80] = b"\x00" * 40  # overwrites the start of the first IDAT chunk
     path = folder / "corrupt.png"
     path.write_bytes(bytes(data))
     return path
@@ -369,7 +369,7 @@ def test_load_image_png_round_trip(shape, mode, seed):
     data=st.binary(max_size=300),
     suffix=st.sampled_from([".png", ".jpg", ".bmp", ".tif", ".npy"]),
 )
-def test_load_image_random_bytes_raise_only_image_read_error(data, suffix):
+def test_load_image_fuzz_random_bytes(data, suffix):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"fuzz{suffix}"
         path.write_bytes(data)
@@ -384,7 +384,7 @@ def test_load_image_random_bytes_raise_only_image_read_error(data, suffix):
 
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
-def test_load_image_damaged_png_raises_only_image_read_error(data):
+def test_load_image_fuzz_damaged_png(data):
     encoded = bytearray(_png_bytes(RGB))
     start = data.draw(st.integers(8, len(encoded) - 1))
     patch = data.draw(st.binary(min_size=1, max_size=16))

@@ -16,7 +16,7 @@ DEFECTS = {"crack": 8, "hole": 7, "stain": 5}
 
 
 def _records(n_train=30, n_test_good=12, defects=None) -> list[ImageRecord]:
-    """Records of a synthetic subset; make_split never opens the files."""
+    """Build records of a synthetic subset. make_split does not open the files."""
     defects = DEFECTS if defects is None else defects
     root = Path("/data/part")
     records = [ImageRecord(root / "train" / "good" / f"{i:03d}.png", 0, "good", "train") for i in range(n_train)]
@@ -121,7 +121,7 @@ def _relative_manifest(split: Split, root: Path) -> pd.DataFrame:
     return manifest
 
 
-def test_file_creation_and_listing_order_do_not_change_split(tmp_path, monkeypatch):
+def test_file_order_does_not_change_split(tmp_path, monkeypatch):
     defects = {"scratch": 6, "dent": 6}
     forward = make_tiny_mvtec(tmp_path / "a", defects=defects, size=8)
     # A second copy with the files written in reverse order.
