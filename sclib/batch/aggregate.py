@@ -169,9 +169,8 @@ def compare_with_reference(
             match = published[_matches(published, row)]
             cells.append(_format(match["auroc_mean"].iloc[0], match["auroc_std"].iloc[0]) if len(match) else "—")
         comparison[f"{method} [{source}]"] = cells
-    comparison.attrs["sources"] = {
-        key: citation for key, citation in zip(reference["source"], reference["citation"])
-    }
+    shown = reference[reference["method"].isin(available)]
+    comparison.attrs["sources"] = dict(zip(shown["source"], shown["citation"]))
     return comparison
 
 
@@ -216,14 +215,16 @@ def plot_paper_table(
     positions = np.arange(len(table))
     width = 0.8 / len(series)
     for index, (label, means, stds) in enumerate(series):
-        offset = (index - (len(series) - 1) / 2) * width
-        # Bars without a std (published without one, or a single seed) get no error bar.
-        ax.bar(positions + offset, means, width, yerr=np.nan_to_num(stds), capsize=3, label=label)
+        offset = positions + (index - (len(series) - 1) / 2) * width
+        ax.bar(offset, means, width, label=label)
+        # Whiskers only where a std exists: one seed, or a source without std, gives none.
+        known = np.isfinite(stds) & np.isfinite(means)
+        ax.errorbar(offset[known], means[known], yerr=stds[known], fmt="none", ecolor="black", capsize=3)
     ax.set_xticks(positions, table["row"], rotation=20, ha="right")
     ax.set_ylabel(f"{metric.upper()} (mean ± std over seeds)")
     ax.set_ylim(0.0, 1.0)
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
 
@@ -314,14 +315,14 @@ def _stats_row(
 
 
 def _row_order(row: pd.Series) -> tuple:
-    known = row["known_class"]
+    known = None if pd.isna(row["known_class"]) else row["known_class"]
     class_order = (1, "") if known == "mean" else (0, known or "")
     return (_SETTING_ORDER.get(row["setting"], 2), row["setting"], -row["n_anomaly"], class_order, row["row"])
 
 
 def _matches(published: pd.DataFrame, row: pd.Series) -> pd.Series:
     known = row["known_class"]
-    same_class = published["known_class"].isna() if known is None else published["known_class"] == known
+    same_class = published["known_class"].isna() if pd.isna(known) else published["known_class"] == known
     return (published["setting"] == row["setting"]) & (published["n_anomaly"] == row["n_anomaly"]) & same_class
 
 
