@@ -291,9 +291,14 @@ def count_subset(subset_root: Path) -> SubsetCounts:
     )
 
 
-def _row(
-    name: str, converted: int, published: int | None, deviations: Mapping[str, tuple[int, str]]
+def check_row(
+    name: str,
+    converted: int,
+    published: int | None,
+    deviations: Mapping[str, tuple[int, str]] | None = None,
 ) -> CheckRow:
+    """Compare one count with its published value; see ``Published.known_deviations``."""
+    deviations = deviations or {}
     if published is None:
         return CheckRow(name, converted, None, "")
     if converted == published:
@@ -307,17 +312,19 @@ def compare_counts(counts: SubsetCounts, published: Published) -> list[CheckRow]
     """Build the check table rows of one subset."""
     deviations = published.known_deviations
     rows = [
-        _row("train/good", counts.train_good, published.train_good, deviations),
-        _row("test/good", counts.test_good, published.test_good, deviations),
+        check_row("train/good", counts.train_good, published.train_good, deviations),
+        check_row("test/good", counts.test_good, published.test_good, deviations),
     ]
     if published.normal_total is not None:
         total = counts.train_good + counts.test_good
-        rows.append(_row("normal (train + test)", total, published.normal_total, deviations))
-    rows.append(_row("anomalies", sum(counts.anomalies.values()), published.anomalies, deviations))
-    rows.append(_row("defect classes", len(counts.anomalies), published.n_classes, deviations))
+        rows.append(check_row("normal (train + test)", total, published.normal_total, deviations))
+    rows.append(
+        check_row("anomalies", sum(counts.anomalies.values()), published.anomalies, deviations)
+    )
+    rows.append(check_row("defect classes", len(counts.anomalies), published.n_classes, deviations))
     for name in sorted(set(counts.anomalies) | set(published.per_class)):
         rows.append(
-            _row(
+            check_row(
                 f"test/{name}",
                 counts.anomalies.get(name, 0),
                 published.per_class.get(name),
@@ -329,16 +336,26 @@ def compare_counts(counts: SubsetCounts, published: Published) -> list[CheckRow]
 
 def format_check_table(subset: str, rows: Sequence[CheckRow], source: str = "") -> str:
     """Format check rows as a plain-text table, one line per row."""
-    header = ("count", "converted", "published", "status")
+    header = ("count", "found", "published", "status")
     lines = [
-        (row.name, str(row.converted), "-" if row.published is None else str(row.published), row.status)
+        (
+            row.name,
+            str(row.converted),
+            "-" if row.published is None else str(row.published),
+            row.status,
+        )
         for row in rows
     ]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
     title = f"subset {subset}" + (f" (published counts: {source})" if source else "")
-    text = [title, "  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
-    for row, cells in zip(rows, lines):
-        line = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+    text = [
+        title,
+        "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip(),
+    ]
+    for row, cells in zip(rows, lines, strict=True):
+        line = "  ".join(
+            cell.ljust(width) for cell, width in zip(cells, widths, strict=True)
+        ).rstrip()
         if row.note:
             line += f"  ({row.note})"
         text.append(line)

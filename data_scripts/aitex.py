@@ -122,7 +122,10 @@ def defect_class_of(image: Path) -> str:
 
 
 def find_masks(mask_dir: Path, image: Path) -> tuple[Path, ...]:
-    """Return the mask files of a defective strip: ``<stem>_mask.png``, else ``<stem>_mask*.png``."""
+    """Return the mask files of a defective strip.
+
+    That is ``<stem>_mask.png`` when it exists, else every ``<stem>_mask*.png``.
+    """
     exact = mask_dir / f"{image.stem}_mask.png"
     if exact.is_file():
         return (exact,)
@@ -136,7 +139,9 @@ def _normal_strips(normal_root: Path) -> list[tuple[Path, str]]:
     """Return (strip, name prefix) pairs sorted by path: strips in fabric folders and loose ones."""
     strips = [(path, "") for path in common.list_files(normal_root, frozenset({".png"}))]
     for folder in common.list_subfolders(normal_root):
-        strips += [(path, f"{folder.name}_") for path in common.list_files(folder, frozenset({".png"}))]
+        strips += [
+            (path, f"{folder.name}_") for path in common.list_files(folder, frozenset({".png"}))
+        ]
     return sorted(strips)
 
 
@@ -154,7 +159,9 @@ def collect_normal_crops(source: Path) -> list[NormalCrop]:
         with Image.open(path) as image:
             width, height = image.size
         if width != STRIP_WIDTH:
-            logger.warning("defect-free strip %s is %d px wide, expected %d", path, width, STRIP_WIDTH)
+            logger.warning(
+                "defect-free strip %s is %d px wide, expected %d", path, width, STRIP_WIDTH
+            )
         for index in range(len(crop_boxes(width, height))):
             crops.append(NormalCrop(path, index, f"{prefix}{path.stem}_{index:02d}"))
     return crops
@@ -204,7 +211,9 @@ def _write_normal_crops(crops: list[NormalCrop], test: set[NormalCrop], subset: 
             boxes = crop_boxes(*image.size)
             for crop in strip_crops:
                 folder = "test" if crop in test else "train"
-                common.save_image(image.crop(boxes[crop.index]), subset / folder / "good" / f"{crop.name}.png")
+                common.save_image(
+                    image.crop(boxes[crop.index]), subset / folder / "good" / f"{crop.name}.png"
+                )
 
 
 def _write_defect_crops(strips: list[DefectStrip], subset: Path) -> Counter:
@@ -219,8 +228,12 @@ def _write_defect_crops(strips: list[DefectStrip], subset: Path) -> Counter:
                 if not mask_crop.any():
                     continue
                 name = f"{strip.image.stem}_{index:02d}"
-                common.save_image(image.crop(box), subset / "test" / strip.defect_class / f"{name}.png")
-                common.save_mask(mask_crop, subset / "ground_truth" / strip.defect_class / f"{name}_mask.png")
+                common.save_image(
+                    image.crop(box), subset / "test" / strip.defect_class / f"{name}.png"
+                )
+                common.save_mask(
+                    mask_crop, subset / "ground_truth" / strip.defect_class / f"{name}_mask.png"
+                )
                 written[strip.defect_class] += 1
     return written
 
@@ -239,7 +252,9 @@ def convert(
     normal_crops = collect_normal_crops(source)
     defect_strips = collect_defect_strips(source, skip_missing_masks)
     train, test = common.split_normals(normal_crops)
-    logger.info("AITEX: %d normal crops (%d train, %d test)", len(normal_crops), len(train), len(test))
+    logger.info(
+        "AITEX: %d normal crops (%d train, %d test)", len(normal_crops), len(train), len(test)
+    )
 
     with common.staged_output(Path(output), [source], overwrite) as staging:
         subset = staging / SUBSET

@@ -76,7 +76,9 @@ def convert(source: Path, output: Path, overwrite: bool = False) -> Path:
     tumour = common.list_files(common.require_dir(root / "yes", RAW_LAYOUT))
     for folder, files in (("no", normal), ("yes", tumour)):
         if not files:
-            raise FileNotFoundError(f"no images found in {root / folder}\nExpected raw layout:\n{RAW_LAYOUT}")
+            raise FileNotFoundError(
+                f"no images found in {root / folder}\nExpected raw layout:\n{RAW_LAYOUT}"
+            )
 
     train, test = common.split_normals([(path, path.name) for path in normal])
     logger.info("BrainMRI: %d / %d normal, %d anomalies", len(train), len(test), len(tumour))

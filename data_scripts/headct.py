@@ -74,7 +74,9 @@ def read_labels(path: Path) -> list[tuple[int, int]]:
                     f"{path}, line {line_number}: expected an integer id and 0/1, got {row}"
                 ) from None
             if label not in (0, 1):
-                raise ValueError(f"{path}, line {line_number}: hemorrhage must be 0 or 1, got {label}")
+                raise ValueError(
+                    f"{path}, line {line_number}: hemorrhage must be 0 or 1, got {label}"
+                )
             labels.append((image_id, label))
     return sorted(labels)
 

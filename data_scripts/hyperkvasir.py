@@ -77,7 +77,11 @@ PUBLISHED = {
 def upper_gi_root(source: Path) -> Path:
     """Return the ``upper-gi-tract`` folder under ``source`` (or ``source`` itself)."""
     common.require_dir(source, RAW_LAYOUT, "source folder")
-    for candidate in (source / "labeled-images" / "upper-gi-tract", source / "upper-gi-tract", source):
+    for candidate in (
+        source / "labeled-images" / "upper-gi-tract",
+        source / "upper-gi-tract",
+        source,
+    ):
         if (candidate / NORMAL_CATEGORY).is_dir():
             return candidate
     raise FileNotFoundError(
@@ -92,7 +96,8 @@ def _images_by_folder(category_root: Path) -> dict[str, list[Path]]:
     images = {name: files for name, files in images.items() if files}
     if not images:
         raise FileNotFoundError(
-            f"no images found in the subfolders of {category_root}\nExpected raw layout:\n{RAW_LAYOUT}"
+            f"no images found in the subfolders of {category_root}\n"
+            f"Expected raw layout:\n{RAW_LAYOUT}"
         )
     return images
 
@@ -114,7 +119,10 @@ def convert(source: Path, output: Path, overwrite: bool = False) -> Path:
     anomalies = {name: [(path, path.name) for path in files] for name, files in findings.items()}
     logger.info(
         "Hyper-Kvasir: %d / %d normal, %d anomalies in %d classes",
-        len(train), len(test), sum(len(items) for items in anomalies.values()), len(anomalies),
+        len(train),
+        len(test),
+        sum(len(items) for items in anomalies.values()),
+        len(anomalies),
     )
     with common.staged_output(Path(output), [source], overwrite) as staging:
         common.copy_split(staging / SUBSET, train, test, anomalies)

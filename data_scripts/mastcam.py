@@ -72,7 +72,9 @@ def frame_to_png(source: Path, destination: Path) -> None:
     if frame.ndim == 3 and frame.shape[-1] >= 3:
         frame = frame[..., :3]
     elif frame.ndim != 2:
-        raise ValueError(f"{source}: expected an (H, W) or (H, W, C>=3) array, got shape {frame.shape}")
+        raise ValueError(
+            f"{source}: expected an (H, W) or (H, W, C>=3) array, got shape {frame.shape}"
+        )
     pixels = np.clip(frame, 0, 255).astype(np.uint8)
     common.save_image(Image.fromarray(pixels), destination)
 
@@ -80,8 +82,12 @@ def frame_to_png(source: Path, destination: Path) -> None:
 def collect_frames(source: Path) -> tuple[list[Path], list[Path], dict[str, list[Path]]]:
     """Return (train typical, test typical, novel frames per class), each sorted."""
     common.require_dir(source, RAW_LAYOUT, "source folder")
-    train = common.list_files(common.require_dir(source / "train_typical", RAW_LAYOUT), FRAME_SUFFIXES)
-    test = common.list_files(common.require_dir(source / "test_typical", RAW_LAYOUT), FRAME_SUFFIXES)
+    train = common.list_files(
+        common.require_dir(source / "train_typical", RAW_LAYOUT), FRAME_SUFFIXES
+    )
+    test = common.list_files(
+        common.require_dir(source / "test_typical", RAW_LAYOUT), FRAME_SUFFIXES
+    )
     novel_root = common.require_dir(source / "test_novel", RAW_LAYOUT)
     novel = {
         folder.name: common.list_files(folder, FRAME_SUFFIXES)
@@ -90,7 +96,9 @@ def collect_frames(source: Path) -> tuple[list[Path], list[Path], dict[str, list
     }
     for name, files in (("train_typical", train), ("test_typical", test)):
         if not files:
-            raise FileNotFoundError(f"no frames found in {source / name}\nExpected raw layout:\n{RAW_LAYOUT}")
+            raise FileNotFoundError(
+                f"no frames found in {source / name}\nExpected raw layout:\n{RAW_LAYOUT}"
+            )
     if not novel:
         raise FileNotFoundError(
             f"no class folders found in {novel_root}\nExpected raw layout:\n{RAW_LAYOUT}"
@@ -113,7 +121,10 @@ def convert(source: Path, output: Path, overwrite: bool = False, to_png: bool = 
     train, test, novel = collect_frames(source)
     logger.info(
         "Mastcam: %d / %d typical, %d novel in %d classes",
-        len(train), len(test), sum(len(files) for files in novel.values()), len(novel),
+        len(train),
+        len(test),
+        sum(len(files) for files in novel.values()),
+        len(novel),
     )
 
     def write(frame: Path, folder: Path) -> None:

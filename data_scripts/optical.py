@@ -112,7 +112,9 @@ def read_labels(path: Path) -> list[LabelRow]:
             )
         defective = fields[1] == "1"
         if defective and len(fields) < 5:
-            raise ValueError(f"{path}, line {line_number}: defective image without a mask file name")
+            raise ValueError(
+                f"{path}, line {line_number}: defective image without a mask file name"
+            )
         rows.append(LabelRow(fields[2], defective, fields[4] if defective else None))
     return rows
 
@@ -140,9 +142,13 @@ def collect_samples(source: Path) -> tuple[list[Sample], list[Sample]]:
     for class_name, class_root in class_folders(source):
         for part in PARTS:
             part_root = common.require_dir(class_root / part, RAW_LAYOUT)
-            labels = common.require_file(part_root / "Label" / "Labels.txt", RAW_LAYOUT, "label file")
+            labels = common.require_file(
+                part_root / "Label" / "Labels.txt", RAW_LAYOUT, "label file"
+            )
             for row in read_labels(labels):
-                image = common.require_file(part_root / row.image, RAW_LAYOUT, f"image listed in {labels}")
+                image = common.require_file(
+                    part_root / row.image, RAW_LAYOUT, f"image listed in {labels}"
+                )
                 mask = None
                 if row.defective:
                     mask = common.require_file(
@@ -166,7 +172,10 @@ def convert(source: Path, output: Path, overwrite: bool = False) -> Path:
     train, test = common.split_normals(normal)
     logger.info(
         "Optical: %d normal (%d train, %d test), %d defective",
-        len(normal), len(train), len(test), len(defective),
+        len(normal),
+        len(train),
+        len(test),
+        len(defective),
     )
     with common.staged_output(Path(output), [source], overwrite) as staging:
         subset = staging / SUBSET
@@ -179,7 +188,8 @@ def convert(source: Path, output: Path, overwrite: bool = False) -> Path:
             common.copy_file(sample.image, subset / "test" / sample.class_name / sample.name)
             mask_name = f"{Path(sample.name).stem}_mask.png"
             common.save_mask(
-                common.load_mask(sample.mask), subset / "ground_truth" / sample.class_name / mask_name
+                common.load_mask(sample.mask),
+                subset / "ground_truth" / sample.class_name / mask_name,
             )
     return Path(output).expanduser().resolve() / SUBSET
 

@@ -96,7 +96,8 @@ def collect_images(source: Path) -> list[tuple[Path, Path, str]]:
             pairs.append((image, label, folder.name))
     if not pairs:
         raise FileNotFoundError(
-            f"no .jpg images found in the item folders of {source}\nExpected raw layout:\n{RAW_LAYOUT}"
+            f"no .jpg images found in the item folders of {source}\n"
+            f"Expected raw layout:\n{RAW_LAYOUT}"
         )
     return pairs
 
@@ -119,7 +120,9 @@ def label_thirds(source: Path) -> tuple[list[Third], list[Third]]:
     return normal, anomalous
 
 
-def _write(thirds: list[Third], test_normal: set[Third], anomalous: set[Third], subset: Path) -> None:
+def _write(
+    thirds: list[Third], test_normal: set[Third], anomalous: set[Third], subset: Path
+) -> None:
     by_image: dict[Path, list[Third]] = {}
     for third in thirds:
         by_image.setdefault(third.image, []).append(third)
@@ -134,7 +137,8 @@ def _write(thirds: list[Third], test_normal: set[Third], anomalous: set[Third], 
                 if third in anomalous:
                     common.save_image(crop, subset / "test" / DEFECT_CLASS / f"{third.name}.png")
                     common.save_mask(
-                        mask[start:stop], subset / "ground_truth" / DEFECT_CLASS / f"{third.name}_mask.png"
+                        mask[start:stop],
+                        subset / "ground_truth" / DEFECT_CLASS / f"{third.name}_mask.png",
                     )
                 else:
                     folder = "test" if third in test_normal else "train"
@@ -154,7 +158,10 @@ def convert(source: Path, output: Path, overwrite: bool = False) -> Path:
     train, test = common.split_normals(normal)
     logger.info(
         "SDD: %d normal thirds (%d train, %d test), %d anomalous thirds",
-        len(normal), len(train), len(test), len(anomalous),
+        len(normal),
+        len(train),
+        len(test),
+        len(anomalous),
     )
     with common.staged_output(Path(output), [source], overwrite) as staging:
         _write(normal + anomalous, set(test), set(anomalous), staging / SUBSET)

@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; see ``--help``."""
     parser = common.make_parser(__doc__.splitlines()[0], RAW_LAYOUT)
     parser.add_argument("--objects", nargs="+", help="convert only these objects (default: all)")
-    parser.add_argument("--split-csv", type=Path, help="split file (default: SOURCE/split_csv/1cls.csv)")
+    parser.add_argument(
+        "--split-csv", type=Path, help="split file (default: SOURCE/split_csv/1cls.csv)"
+    )
 
     def run(args: argparse.Namespace) -> Path:
         return convert(args.source, args.output, args.overwrite, args.objects, args.split_csv)

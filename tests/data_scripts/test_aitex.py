@@ -55,7 +55,11 @@ def test_convert_writes_crops_in_mvtec_layout(raw_aitex: Path, tmp_path: Path):
     expected = {f"2306881-210020u_0001_000_00_{i:02d}.png" for i in range(16)}
     expected |= {f"2311517-195063u_0002_000_02_{i:02d}.png" for i in range(16)}
     assert set(train) | set(test) == expected
-    assert sorted(p.name for p in (subset / "test").iterdir()) == ["Broken_end", "Fuzzyball", "good"]
+    assert sorted(p.name for p in (subset / "test").iterdir()) == [
+        "Broken_end",
+        "Fuzzyball",
+        "good",
+    ]
 
 
 def test_crop_is_anomalous_only_where_mask_is_nonzero(raw_aitex: Path, tmp_path: Path):

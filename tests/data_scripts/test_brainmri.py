@@ -11,7 +11,16 @@ from sklearn.model_selection import train_test_split
 from data_scripts import brainmri
 from tests.data_scripts import names, snapshot, write_image
 
-NORMAL = ["1 no.jpeg", "N1.JPG", "N2.jpg", "no 10.jpg", "no3.png", "20 no.jpg", "N15.jpg", "no 9.png"]
+NORMAL = [
+    "1 no.jpeg",
+    "N1.JPG",
+    "N2.jpg",
+    "no 10.jpg",
+    "no3.png",
+    "20 no.jpg",
+    "N15.jpg",
+    "no 9.png",
+]
 TUMOUR = ["Y1.jpg", "Y2.JPG", "y3.png"]
 
 
@@ -48,7 +57,9 @@ def test_split_uses_sorted_file_names(raw_brainmri: Path, tmp_path: Path):
 def test_files_are_copied_unchanged(raw_brainmri: Path, tmp_path: Path):
     subset = brainmri.convert(raw_brainmri, tmp_path / "out")
 
-    assert (subset / "test" / "tumor" / "Y2.JPG").read_bytes() == (raw_brainmri / "yes" / "Y2.JPG").read_bytes()
+    assert (subset / "test" / "tumor" / "Y2.JPG").read_bytes() == (
+        raw_brainmri / "yes" / "Y2.JPG"
+    ).read_bytes()
 
 
 def test_source_is_unchanged(raw_brainmri: Path, tmp_path: Path):
@@ -84,7 +95,9 @@ def test_empty_no_folder_is_rejected(raw_brainmri: Path, tmp_path: Path):
 
 
 def test_cli_check_prints_published_counts(raw_brainmri: Path, tmp_path: Path, capsys):
-    status = brainmri.main(["--source", str(raw_brainmri), "--output", str(tmp_path / "out"), "--check"])
+    status = brainmri.main(
+        ["--source", str(raw_brainmri), "--output", str(tmp_path / "out"), "--check"]
+    )
 
     report = capsys.readouterr().out
     assert status == 1

@@ -85,7 +85,9 @@ def test_split_normals_follows_published_rule():
     assert common.split_normals(items) == (train, test)
 
 
-@pytest.mark.parametrize(("count", "n_test"), [(2256, 564), (14000, 3500), (98, 25), (100, 25), (2695, 674)])
+@pytest.mark.parametrize(
+    ("count", "n_test"), [(2256, 564), (14000, 3500), (98, 25), (100, 25), (2695, 674)]
+)
 def test_split_normals_gives_published_test_counts(count: int, n_test: int):
     _, test = common.split_normals(list(range(count)))
 

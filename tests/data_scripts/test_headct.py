@@ -17,7 +17,10 @@ LABELS = {0: 1, 1: 0, 2: 1, 3: 0, 4: 0, 5: 0, 6: 1, 7: 0, 8: 0, 9: 0}
 def raw_headct(tmp_path: Path) -> Path:
     root = tmp_path / "head_ct_download"
     for image_id in LABELS:
-        write_image(root / "head_ct" / "head_ct" / f"{image_id:03d}.png", np.full((4, 4), image_id, np.uint8))
+        write_image(
+            root / "head_ct" / "head_ct" / f"{image_id:03d}.png",
+            np.full((4, 4), image_id, np.uint8),
+        )
     # Rows out of id order and the header with a space, as in the download.
     rows = ["id, hemorrhage"] + [f"{i}, {LABELS[i]}" for i in sorted(LABELS, reverse=True)]
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
@@ -75,9 +78,15 @@ def test_missing_image_is_named(raw_headct: Path, tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("id,label\n0,1\n", "hemorrhage"), ("id,hemorrhage\n0,2\n", "0 or 1"), ("id,hemorrhage\nx,1\n", "line 2")],
+    [
+        ("id,label\n0,1\n", "hemorrhage"),
+        ("id,hemorrhage\n0,2\n", "0 or 1"),
+        ("id,hemorrhage\nx,1\n", "line 2"),
+    ],
 )
-def test_malformed_labels_are_rejected(raw_headct: Path, tmp_path: Path, content: str, message: str):
+def test_malformed_labels_are_rejected(
+    raw_headct: Path, tmp_path: Path, content: str, message: str
+):
     (raw_headct / "labels.csv").write_text(content)
 
     with pytest.raises(ValueError, match=message):
@@ -85,7 +94,9 @@ def test_malformed_labels_are_rejected(raw_headct: Path, tmp_path: Path, content
 
 
 def test_cli_check_prints_published_counts(raw_headct: Path, tmp_path: Path, capsys):
-    status = headct.main(["--source", str(raw_headct), "--output", str(tmp_path / "out"), "--check"])
+    status = headct.main(
+        ["--source", str(raw_headct), "--output", str(tmp_path / "out"), "--check"]
+    )
 
     report = capsys.readouterr().out
     assert status == 1

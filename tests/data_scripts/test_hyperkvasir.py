@@ -16,10 +16,16 @@ FINDINGS = {"barretts": 1, "barretts-short-segment": 1, "esophagitis-a": 2, "eso
 
 
 def _fill(upper_gi: Path) -> None:
-    for category, folders in (("anatomical-landmarks", LANDMARKS), ("pathological-findings", FINDINGS)):
+    for category, folders in (
+        ("anatomical-landmarks", LANDMARKS),
+        ("pathological-findings", FINDINGS),
+    ):
         for folder, count in folders.items():
             for i in range(count):
-                write_image(upper_gi / category / folder / f"{folder[:3]}-{i}.jpg", np.full((4, 4, 3), i, np.uint8))
+                write_image(
+                    upper_gi / category / folder / f"{folder[:3]}-{i}.jpg",
+                    np.full((4, 4, 3), i, np.uint8),
+                )
 
 
 @pytest.fixture
@@ -27,7 +33,10 @@ def raw_hyperkvasir(tmp_path: Path) -> Path:
     root = tmp_path / "hyper-kvasir"
     _fill(root / "labeled-images" / "upper-gi-tract")
     # Lower-GI images must not enter the subset.
-    write_image(root / "labeled-images" / "lower-gi-tract" / "anatomical-landmarks" / "cecum" / "c.jpg", np.zeros((4, 4, 3), np.uint8))
+    write_image(
+        root / "labeled-images" / "lower-gi-tract" / "anatomical-landmarks" / "cecum" / "c.jpg",
+        np.zeros((4, 4, 3), np.uint8),
+    )
     return root
 
 
@@ -44,7 +53,11 @@ def test_convert_writes_mvtec_layout(raw_hyperkvasir: Path, tmp_path: Path):
 def test_split_uses_sorted_landmark_order(raw_hyperkvasir: Path, tmp_path: Path):
     subset = hyperkvasir.convert(raw_hyperkvasir, tmp_path / "out")
 
-    ordered = [f"{folder}_{folder[:3]}-{i}.jpg" for folder in sorted(LANDMARKS) for i in range(LANDMARKS[folder])]
+    ordered = [
+        f"{folder}_{folder[:3]}-{i}.jpg"
+        for folder in sorted(LANDMARKS)
+        for i in range(LANDMARKS[folder])
+    ]
     _, expected_test = train_test_split(ordered, test_size=0.25, random_state=42)
     assert names(subset / "test" / "good") == sorted(expected_test)
 
@@ -80,7 +93,9 @@ def test_missing_findings_are_named(raw_hyperkvasir: Path, tmp_path: Path):
 
 
 def test_cli_check_prints_per_class_counts(raw_hyperkvasir: Path, tmp_path: Path, capsys):
-    status = hyperkvasir.main(["--source", str(raw_hyperkvasir), "--output", str(tmp_path / "out"), "--check"])
+    status = hyperkvasir.main(
+        ["--source", str(raw_hyperkvasir), "--output", str(tmp_path / "out"), "--check"]
+    )
 
     report = capsys.readouterr().out
     assert status == 1

@@ -90,7 +90,9 @@ def test_novel_folder_without_classes_is_rejected(raw_mastcam: Path, tmp_path: P
 
 
 def test_cli_check_counts_novel_classes(raw_mastcam: Path, tmp_path: Path, capsys):
-    status = mastcam.main(["--source", str(raw_mastcam), "--output", str(tmp_path / "out"), "--check"])
+    status = mastcam.main(
+        ["--source", str(raw_mastcam), "--output", str(tmp_path / "out"), "--check"]
+    )
 
     report = capsys.readouterr().out
     assert status == 1

@@ -60,7 +60,12 @@ def test_convert_writes_mvtec_layout(raw_optical: Path, tmp_path: Path):
 
     assert len(names(subset / "train" / "good")) == 15  # 21 normal images: 15 / 6
     assert len(names(subset / "test" / "good")) == 6
-    assert sorted(p.name for p in (subset / "test").iterdir()) == ["Class1", "Class10", "Class2", "good"]
+    assert sorted(p.name for p in (subset / "test").iterdir()) == [
+        "Class1",
+        "Class10",
+        "Class2",
+        "good",
+    ]
     assert names(subset / "test" / "Class10") == ["Class10_Train_0301.PNG"]
     assert names(subset / "ground_truth" / "Class10") == ["Class10_Train_0301_mask.png"]
 
@@ -133,7 +138,9 @@ def test_source_without_class_folders_is_rejected(tmp_path: Path):
 
 
 def test_cli_check_shows_per_class_counts(raw_optical: Path, tmp_path: Path, capsys):
-    status = optical.main(["--source", str(raw_optical), "--output", str(tmp_path / "out"), "--check"])
+    status = optical.main(
+        ["--source", str(raw_optical), "--output", str(tmp_path / "out"), "--check"]
+    )
 
     report = capsys.readouterr().out
     assert status == 1

@@ -122,7 +122,9 @@ def test_overwrite_is_needed_for_a_used_output(raw_sdd: Path, tmp_path: Path):
 
 
 def test_check_marks_the_published_training_count_as_known():
-    counts = sdd.common.SubsetCounts(train_good=857, test_good=286, anomalies={"defect": 54}, masks={})
+    counts = sdd.common.SubsetCounts(
+        train_good=857, test_good=286, anomalies={"defect": 54}, masks={}
+    )
 
     rows = {row.name: row for row in sdd.common.compare_counts(counts, sdd.PUBLISHED["sdd"])}
 

@@ -47,7 +47,11 @@ def test_convert_writes_one_subset_per_object(raw_visa: Path, tmp_path: Path):
     assert names(candle / "train" / "good") == [f"{i:04d}.JPG" for i in range(5)]
     assert names(candle / "test" / "good") == ["0005.JPG", "0006.JPG"]
     assert names(candle / "test" / "bad") == ["000.JPG", "001.JPG", "002.JPG"]
-    assert names(candle / "ground_truth" / "bad") == ["000_mask.png", "001_mask.png", "002_mask.png"]
+    assert names(candle / "ground_truth" / "bad") == [
+        "000_mask.png",
+        "001_mask.png",
+        "002_mask.png",
+    ]
     assert len(names(output / "pcb1" / "test" / "bad")) == 2
 
 
@@ -99,7 +103,11 @@ def test_missing_listed_mask_is_named(raw_visa: Path, tmp_path: Path):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ("candle,train,anomaly,candle/Data/Images/Anomaly/000.JPG,candle/Data/Masks/Anomaly/000.png", "no anomalies in train"),
+        (
+            "candle,train,anomaly,candle/Data/Images/Anomaly/000.JPG,"
+            "candle/Data/Masks/Anomaly/000.png",
+            "no anomalies in train",
+        ),
         ("candle,val,normal,candle/Data/Images/Normal/0000.JPG,", "split must be"),
         ("candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG,", "without a mask"),
     ],
@@ -113,7 +121,15 @@ def test_malformed_split_rows_are_rejected(raw_visa: Path, tmp_path: Path, row: 
 
 def test_cli_check_compares_readme_totals(raw_visa: Path, tmp_path: Path, capsys):
     status = visa.main(
-        ["--source", str(raw_visa), "--output", str(tmp_path / "out"), "--objects", "candle", "--check"]
+        [
+            "--source",
+            str(raw_visa),
+            "--output",
+            str(tmp_path / "out"),
+            "--objects",
+            "candle",
+            "--check",
+        ]
     )
 
     report = capsys.readouterr().out
