@@ -17,10 +17,11 @@ Published split rule (DRA benchmark converter): the data set's own split.
 every class folder of ``test_novel`` becomes ``test/<class>``. A frame that sits in two
 class folders counts in both, which is how the published 451 anomalies arise.
 
-Output: ``OUT/mastcam/{train/good, test/good, test/<class>}``, files copied unchanged
-(``.npy`` arrays of shape (64, 64, 6)); with ``--to-png`` the first three bands are
-written as an RGB PNG instead. Published counts: 9302 / 426 typical, 451 novel in 11
-classes.
+Output: ``OUT/mastcam/{train/good, test/good, test/<class>}``. Each ``.npy`` frame
+(64 x 64 x 6, float64 with 8-bit values) is written as an RGB PNG of its first three
+bands, the bands the DRA loader reads; ``--keep-npy`` copies the arrays unchanged
+instead (``sclib.data.load_image`` reads at most 4 channels of floats in [0, 1], so it
+cannot read them). Published counts: 9302 / 426 typical, 451 novel in 11 classes.
 
 Usage::
 
@@ -68,7 +69,14 @@ def frame_to_png(source: Path, destination: Path) -> None:
     """
     # NOTE: the DRA loader casts with astype(uint8) and keeps bands 0-2; clipping first
     # gives the same pixels for values in [0, 255] and avoids wrap-around outside it.
+    # TODO: the 0-255 value range comes from third-party code that reads the release;
+    # the check below stops on frames that look scaled to [0, 1] instead.
     frame = np.load(source)
+    if np.issubdtype(frame.dtype, np.floating) and frame.size and float(frame.max()) <= 1.0:
+        raise ValueError(
+            f"{source}: float values lie in [0, 1], not 0-255 as expected; "
+            "pass --keep-npy to copy the arrays unchanged"
+        )
     if frame.ndim == 3 and frame.shape[-1] >= 3:
         frame = frame[..., :3]
     elif frame.ndim != 2:
@@ -106,12 +114,11 @@ def collect_frames(source: Path) -> tuple[list[Path], list[Path], dict[str, list
     return train, test, novel
 
 
-def convert(source: Path, output: Path, overwrite: bool = False, to_png: bool = False) -> Path:
+def convert(source: Path, output: Path, overwrite: bool = False, keep_npy: bool = False) -> Path:
     """Convert the Mastcam set under ``source`` into ``output/mastcam``; return that folder.
 
     Args:
-        to_png: write the first three bands of ``.npy`` frames as RGB PNG instead of
-            copying the arrays.
+        keep_npy: copy ``.npy`` frames unchanged instead of writing bands 0-2 as PNG.
 
     Raises:
         FileNotFoundError: a folder of the raw layout is missing or empty.
@@ -128,7 +135,7 @@ def convert(source: Path, output: Path, overwrite: bool = False, to_png: bool = 
     )
 
     def write(frame: Path, folder: Path) -> None:
-        if to_png and frame.suffix.lower() == ".npy":
+        if not keep_npy and frame.suffix.lower() == ".npy":
             frame_to_png(frame, folder / f"{frame.stem}.png")
         else:
             common.copy_file(frame, folder / frame.name)
@@ -149,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; see ``--help``."""
     parser = common.make_parser(__doc__.splitlines()[0], RAW_LAYOUT)
     parser.add_argument(
-        "--to-png",
+        "--keep-npy",
         action="store_true",
-        help="write bands 0-2 of each .npy frame as an RGB PNG instead of copying the array",
+        help="copy the .npy frames unchanged instead of writing bands 0-2 as RGB PNG",
     )
 
     def run(args: argparse.Namespace) -> Path:
-        return convert(args.source, args.output, args.overwrite, args.to_png)
+        return convert(args.source, args.output, args.overwrite, args.keep_npy)
 
     return common.run_cli(parser, argv, run, PUBLISHED)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from data_scripts import aitex
+from sclib.data import check_layout, discover
 from tests.data_scripts import names, read_pixels, snapshot, write_image
 
 HEIGHT = 4
@@ -160,3 +161,14 @@ def test_cli_reports_missing_source(tmp_path: Path, capsys):
 
     assert status == 2
     assert "NODefect_images" in capsys.readouterr().err
+
+
+def test_output_passes_sclib_layout_check(raw_aitex: Path, tmp_path: Path):
+    subset = aitex.convert(raw_aitex, tmp_path / "out")
+
+    report = check_layout(subset)
+    records = discover(subset)
+    assert report.ok, str(report)
+    anomalies = [record for record in records if record.label == 1]
+    assert len(anomalies) == 4
+    assert all(record.mask_path is not None for record in anomalies)

@@ -9,6 +9,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from data_scripts import hyperkvasir
+from sclib.data import discover
 from tests.data_scripts import names, snapshot, write_image
 
 LANDMARKS = {"pylorus": 3, "retroflex-stomach": 2, "z-line": 3}
@@ -101,3 +102,11 @@ def test_cli_check_prints_per_class_counts(raw_hyperkvasir: Path, tmp_path: Path
     assert status == 1
     assert "test/esophagitis-b-d" in report
     assert "260" in report
+
+
+def test_output_is_discovered_by_sclib(raw_hyperkvasir: Path, tmp_path: Path):
+    subset = hyperkvasir.convert(raw_hyperkvasir, tmp_path / "out")
+
+    records = discover(subset)
+    assert len(records) == 13
+    assert {record.defect_class for record in records if record.label == 1} == set(FINDINGS)

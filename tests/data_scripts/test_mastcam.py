@@ -38,33 +38,52 @@ def raw_mastcam(tmp_path: Path) -> Path:
 def test_convert_keeps_the_data_set_split(raw_mastcam: Path, tmp_path: Path):
     subset = mastcam.convert(raw_mastcam, tmp_path / "out")
 
-    assert names(subset / "train" / "good") == [f"t{i}.npy" for i in range(5)]
-    assert names(subset / "test" / "good") == [f"s{i}.npy" for i in range(3)]
+    assert names(subset / "train" / "good") == [f"t{i}.png" for i in range(5)]
+    assert names(subset / "test" / "good") == [f"s{i}.png" for i in range(3)]
     assert sorted(p.name for p in (subset / "test").iterdir()) == ["drill-hole", "good", "veins"]
-    assert names(subset / "test" / "veins") == ["n0.npy", "n1.npy"]
-    assert names(subset / "test" / "drill-hole") == ["n1.npy"]
+    assert names(subset / "test" / "veins") == ["n0.png", "n1.png"]
+    assert names(subset / "test" / "drill-hole") == ["n1.png"]
 
 
-def test_frames_are_copied_unchanged(raw_mastcam: Path, tmp_path: Path):
+def test_png_holds_first_three_bands(raw_mastcam: Path, tmp_path: Path):
     subset = mastcam.convert(raw_mastcam, tmp_path / "out")
 
-    copied = subset / "test" / "veins" / "n0.npy"
-    assert copied.read_bytes() == (raw_mastcam / "test_novel" / "veins" / "n0.npy").read_bytes()
-
-
-def test_to_png_writes_first_three_bands(raw_mastcam: Path, tmp_path: Path):
-    subset = mastcam.convert(raw_mastcam, tmp_path / "out", to_png=True)
-
-    assert names(subset / "train" / "good") == [f"t{i}.png" for i in range(5)]
     pixels = read_pixels(subset / "train" / "good" / "t2.png")
     assert pixels.shape == (4, 4, 3)
     assert np.all(pixels == 12)
     assert np.all(read_pixels(subset / "test" / "veins" / "n0.png") == 255)
 
 
+def test_keep_npy_copies_frames_unchanged(raw_mastcam: Path, tmp_path: Path):
+    subset = mastcam.convert(raw_mastcam, tmp_path / "out", keep_npy=True)
+
+    assert names(subset / "train" / "good") == [f"t{i}.npy" for i in range(5)]
+    copied = subset / "test" / "veins" / "n0.npy"
+    assert copied.read_bytes() == (raw_mastcam / "test_novel" / "veins" / "n0.npy").read_bytes()
+
+
+def test_frames_scaled_to_unit_range_are_rejected(raw_mastcam: Path, tmp_path: Path):
+    np.save(raw_mastcam / "test_typical" / "s1.npy", np.full((4, 4, 6), 0.5))
+
+    with pytest.raises(ValueError, match="s1.npy"):
+        mastcam.convert(raw_mastcam, tmp_path / "out")
+    assert mastcam.convert(raw_mastcam, tmp_path / "out", keep_npy=True).is_dir()
+
+
+def test_output_is_readable_by_sclib(raw_mastcam: Path, tmp_path: Path):
+    from sclib.data import discover, load_image
+
+    subset = mastcam.convert(raw_mastcam, tmp_path / "out")
+
+    records = discover(subset)
+    assert len(records) == 11
+    assert sum(record.label for record in records) == 3
+    assert load_image(records[0].path).shape == (4, 4, 3)
+
+
 def test_source_is_unchanged(raw_mastcam: Path, tmp_path: Path):
     before = snapshot(raw_mastcam)
-    mastcam.convert(raw_mastcam, tmp_path / "out", to_png=True)
+    mastcam.convert(raw_mastcam, tmp_path / "out")
 
     assert snapshot(raw_mastcam) == before
 

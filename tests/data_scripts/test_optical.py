@@ -9,6 +9,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from data_scripts import optical
+from sclib.data import check_layout, discover
 from tests.data_scripts import names, read_pixels, snapshot, write_image
 
 
@@ -146,3 +147,13 @@ def test_cli_check_shows_per_class_counts(raw_optical: Path, tmp_path: Path, cap
     assert status == 1
     assert "10500" in report
     assert "test/Class7" in report  # published class with no converted images
+
+
+def test_output_passes_sclib_layout_check(raw_optical: Path, tmp_path: Path):
+    subset = optical.convert(raw_optical, tmp_path / "out")
+
+    report = check_layout(subset)
+    assert report.ok, str(report)
+    anomalies = [record for record in discover(subset) if record.label == 1]
+    assert {record.defect_class for record in anomalies} == {"Class1", "Class2", "Class10"}
+    assert all(record.mask_path is not None for record in anomalies)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from data_scripts import sdd
+from sclib.data import discover
 from tests.data_scripts import names, read_pixels, snapshot, write_image
 
 HEIGHT, WIDTH = 10, 4  # thirds: rows [0, 3), [3, 6), [6, 10)
@@ -142,3 +143,16 @@ def test_cli_check_without_source_reads_existing_output(raw_sdd: Path, tmp_path:
     assert status == 1
     assert "594" in report
     assert "test/defect" in report
+
+
+def test_output_is_discovered_with_masks(raw_sdd: Path, tmp_path: Path):
+    subset = sdd.convert(raw_sdd, tmp_path / "out")
+
+    records = discover(subset)
+    assert len(records) == 18
+    anomalies = [record for record in records if record.label == 1]
+    assert [record.mask_path.name for record in anomalies] == [
+        "kos01_Part0_0_mask.png",
+        "kos02_Part1_1_mask.png",
+        "kos02_Part1_2_mask.png",
+    ]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from data_scripts import visa
+from sclib.data import discover
 from tests.data_scripts import names, read_pixels, snapshot, write_image
 
 HEADER = "object,split,label,image,mask"
@@ -137,3 +138,12 @@ def test_cli_check_compares_readme_totals(raw_visa: Path, tmp_path: Path, capsys
     assert "subset candle" in report
     assert "normal (train + test)" in report
     assert "subset pcb1" not in report
+
+
+def test_each_object_is_a_discoverable_subset(raw_visa: Path, tmp_path: Path):
+    output = visa.convert(raw_visa, tmp_path / "out")
+
+    records = discover(output / "pcb1")
+    assert len(records) == 6
+    anomalies = [record for record in records if record.label == 1]
+    assert [record.mask_path.name for record in anomalies] == ["000_mask.png", "001_mask.png"]
