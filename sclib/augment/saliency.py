@@ -32,8 +32,9 @@ def input_saliency(
 ) -> torch.Tensor:
     """Compute the saliency of each pixel: ``sqrt(mean over channels of grad**2)``.
 
-    The gradient is that of ``loss_fn(model(images), labels)`` with respect to the input
-    images only. ``torch.autograd.grad`` with the images as its only input computes no
+    The gradient is that of ``B * loss_fn(model(images), labels)`` with respect to the
+    input images only. With a batch-mean loss such as ``two_head_loss``, each image's
+    map is then the gradient of its own loss, whatever the batch size. ``torch.autograd.grad`` with the images as its only input computes no
     parameter gradient and leaves every ``.grad`` untouched. The model runs in eval mode,
     so batch norm uses and keeps its running statistics, and each image's saliency does
     not depend on the rest of the batch. The train/eval flag of every submodule is
@@ -54,7 +55,7 @@ def input_saliency(
     try:
         with torch.enable_grad():
             inputs = images.detach().requires_grad_(True)
-            loss = _scalar_loss(loss_fn(model(inputs), labels))
+            loss = _scalar_loss(loss_fn(model(inputs), labels)) * len(inputs)
             (gradient,) = torch.autograd.grad(loss, inputs)
     finally:
         for module, training in modes:
