@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.model_selection import train_test_split
 
 from sclib.data.elpv import MARKER_NAME, build_elpv, default_labels_path, elpv_split_table
 from sclib.data.layout import check_layout, discover
@@ -47,6 +48,21 @@ def test_split_table_file_names_unique_and_sourced():
     first = table.iloc[0]
     assert first["source_path"] == "images/cell0001.png"
     assert first["file_name"] == "test/mono/cell0001.png"
+
+
+def test_split_table_matches_reference_split():
+    # The protocol restated with the parser of the elpv-dataset package itself.
+    data = np.genfromtxt(
+        default_labels_path(), dtype=["|S19", "<f8", "|S4"], names=["path", "probability", "type"]
+    )
+    names = np.char.decode(data["path"])
+    normals = [Path(name).stem for name, p in zip(names, data["probability"]) if p == 0.0]
+    train, test = train_test_split(normals, test_size=0.25, random_state=42)
+    table = elpv_split_table()
+    normal_rows = table[table["label"] == 0]
+    by_split = normal_rows.groupby("split")["source_path"].apply(lambda s: {Path(p).stem for p in s})
+    assert by_split["train"] == set(train)
+    assert by_split["test"] == set(test)
 
 
 def test_split_table_is_deterministic():

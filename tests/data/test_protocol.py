@@ -144,14 +144,22 @@ def test_file_order_does_not_change_split(tmp_path, monkeypatch):
 
 
 def test_hard_setting_removes_known_class():
-    split = make_split(_records(), setting="hard", n_anomaly=3, known_class="hole", seed=0)
-    assert {record.defect_class for record in split.train_anomaly} == {"hole"}
-    assert len(split.train_anomaly) == 3
+    records = _records(defects={"crack": 14, "hole": 7, "stain": 5})
+    split = make_split(records, setting="hard", n_anomaly=10, known_class="crack", seed=0)
+    assert {record.defect_class for record in split.train_anomaly} == {"crack"}
+    assert len(split.train_anomaly) == 10
+    assert "crack" not in {record.defect_class for record in split.test}
+    assert {record.defect_class for record in split.unused} == {"crack"}
+    assert len(split.unused) == 14 - 10
+    assert len(split.test) == 12 + 7 + 5
+    assert split.seen_classes == ["crack"]
+
+
+def test_hard_one_shot_removes_known_class():
+    split = make_split(_records(), setting="hard", n_anomaly=1, known_class="hole", seed=0)
+    assert [record.defect_class for record in split.train_anomaly] == ["hole"]
     assert "hole" not in {record.defect_class for record in split.test}
-    assert {record.defect_class for record in split.unused} == {"hole"}
-    assert len(split.unused) == 7 - 3
-    assert len(split.test) == 12 + 8 + 5
-    assert split.seen_classes == ["hole"]
+    assert len(split.unused) == 7 - 1
 
 
 def test_hard_one_shot_test_equals_ten_shot_test():
