@@ -52,20 +52,24 @@ Item = TypeVar("Item")
 # ---------------------------------------------------------------------------
 
 
-def require_dir(path: Path, raw_layout: str, what: str = "folder") -> Path:
+def require_dir(path: Path, raw_layout: str, description: str = "folder") -> Path:
     """Return ``path`` if it is a folder, else raise FileNotFoundError naming it.
 
     The message names the missing path and repeats the expected raw layout.
     """
     if not path.is_dir():
-        raise FileNotFoundError(f"{what} not found: {path}\nExpected raw layout:\n{raw_layout}")
+        raise FileNotFoundError(
+            f"{description} not found: {path}\nExpected raw layout:\n{raw_layout}"
+        )
     return path
 
 
-def require_file(path: Path, raw_layout: str, what: str = "file") -> Path:
+def require_file(path: Path, raw_layout: str, description: str = "file") -> Path:
     """Return ``path`` if it is a file, else raise FileNotFoundError naming it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}\nExpected raw layout:\n{raw_layout}")
+        raise FileNotFoundError(
+            f"{description} not found: {path}\nExpected raw layout:\n{raw_layout}"
+        )
     return path
 
 
@@ -112,7 +116,7 @@ def split_normals(items: Sequence[Item]) -> tuple[list[Item], list[Item]]:
     """Split normal items into (train, test) with the published 75/25 rule.
 
     ``items`` must already be in a reproducible order (sorted, or the order of a label
-    file). The test part holds ``ceil(0.25 * len(items))`` items.
+    file). The test part contains ``ceil(0.25 * len(items))`` items.
     """
     # NOTE: the public DRA converters shuffle os.listdir order, which differs between
     # file systems. Sorted input gives the same counts but not the same files.
@@ -138,6 +142,7 @@ def copy_file(source: Path, destination: Path) -> None:
     if destination.exists():
         raise ValueError(f"two inputs map to the same output file: {destination}")
     shutil.copyfile(source, destination)
+    logger.debug("copied %s to %s", source, destination)
 
 
 def save_image(image: Image.Image, destination: Path) -> None:
@@ -146,6 +151,7 @@ def save_image(image: Image.Image, destination: Path) -> None:
     if destination.exists():
         raise ValueError(f"two inputs map to the same output file: {destination}")
     image.save(destination, format="PNG")
+    logger.debug("wrote %s", destination)
 
 
 def save_mask(mask: np.ndarray, destination: Path) -> None:
@@ -410,7 +416,7 @@ def make_parser(description: str, raw_layout: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty output folder"
     )
-    parser.add_argument("--verbose", action="store_true", help="log every step")
+    parser.add_argument("--verbose", action="store_true", help="log every file written")
     return parser
 
 

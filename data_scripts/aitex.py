@@ -1,6 +1,6 @@
 """Convert the AITEX fabric image database to the MVTec AD layout.
 
-AITEX (Silvestre-Blanes et al., AUTEX Research Journal 2019) holds grey 4096 x 256 px
+AITEX (Silvestre-Blanes et al., AUTEX Research Journal 2019) contains grey 4096 x 256 px
 strips of seven fabrics: 140 defect-free strips and 105 strips with one of 12 defect
 types, each with a pixel mask.
 
@@ -103,8 +103,8 @@ def crop_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
 
     The last crop is narrower when ``width`` is not a multiple of 256.
     """
-    # NOTE: the DRA converter takes ceil(width / height) crops of defective strips; for
-    # the 256 px high AITEX strips that equals ceil(width / 256), used here for all strips.
+    # NOTE: the DRA converter takes ceil(width / height) crops of a defective strip. The
+    # AITEX strips are 256 px high, so that equals ceil(width / 256), used for all strips.
     count = math.ceil(width / CROP_WIDTH)
     return [(i * CROP_WIDTH, 0, min((i + 1) * CROP_WIDTH, width), height) for i in range(count)]
 

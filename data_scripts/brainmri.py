@@ -10,8 +10,8 @@ Expected raw layout under ``--source``::
                        .jpg, .JPG, .jpeg, .png)
     yes/<name>.jpg     slices with a tumour
 
-The archive also holds a copy of both folders under ``brain_tumor_dataset/``; a source
-folder with only that copy is accepted.
+The archive also contains a copy of both folders under ``brain_tumor_dataset/``, and a
+source folder with only that copy is accepted.
 
 Published split rule (DRA benchmark): ``no/`` is normal, split 75/25 with
 ``train_test_split(test_size=0.25, random_state=42)`` after sorting by file name;
@@ -67,7 +67,7 @@ def convert(source: Path, output: Path, overwrite: bool = False) -> Path:
     """Convert BrainMRI under ``source`` into ``output/brainmri``; return that folder.
 
     Raises:
-        FileNotFoundError: ``no/`` or ``yes/`` is missing or holds no images.
+        FileNotFoundError: ``no/`` or ``yes/`` is missing or contains no images.
         FileExistsError: ``output`` is not empty and ``overwrite`` is False.
     """
     source = Path(source)

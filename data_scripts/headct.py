@@ -10,9 +10,9 @@ Expected raw layout under ``--source``::
     head_ct/head_ct/<id>.png   slice of each id, named with three digits (000.png)
                                (head_ct/<id>.png is accepted too)
 
-Published split rule (DRA benchmark): rows with ``hemorrhage`` 0 are normal, split 75/25
-with ``train_test_split(test_size=0.25, random_state=42)`` in id order; rows with 1 form
-the anomaly class ``hemorrhage``.
+Published split rule (DRA benchmark): rows with ``hemorrhage`` 0 are normal. They are
+sorted by id and split 75/25 with ``train_test_split(test_size=0.25, random_state=42)``.
+Rows with 1 form the anomaly class ``hemorrhage``.
 
 Output: ``OUT/headct/{train/good, test/good, test/hemorrhage}``, files copied unchanged.
 Published counts: 75 / 25 normal, 100 anomalies.

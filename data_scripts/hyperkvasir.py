@@ -1,6 +1,6 @@
 """Convert the upper-GI part of Hyper-Kvasir (endoscopy images) to the MVTec AD layout.
 
-Hyper-Kvasir (Borgli et al., Scientific Data 2020) holds labelled gastrointestinal
+Hyper-Kvasir (Borgli et al., Scientific Data 2020) contains labelled gastrointestinal
 endoscopy images sorted by organ, category and finding. The DRA benchmark uses the
 upper GI tract: anatomical landmarks as normal images, pathological findings as
 anomalies in four classes.

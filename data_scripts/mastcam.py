@@ -1,6 +1,6 @@
 """Convert the Mastcam novelty detection data set to the MVTec AD layout.
 
-The Mastcam set (Kerner et al., 2020) holds 64 x 64 px multispectral frames (6 bands)
+The Mastcam set (Kerner et al., 2020) contains 64 x 64 px multispectral frames (6 bands)
 cut from images of the Mars Curiosity rover's Mastcam: "typical" geology and "novel"
 frames sorted into 11 classes.
 
@@ -69,8 +69,8 @@ def frame_to_png(source: Path, destination: Path) -> None:
     """
     # NOTE: the DRA loader casts with astype(uint8) and keeps bands 0-2; clipping first
     # gives the same pixels for values in [0, 255] and avoids wrap-around outside it.
-    # TODO: the 0-255 value range comes from third-party code that reads the release;
-    # the check below stops on frames that look scaled to [0, 1] instead.
+    # TODO: the 0-255 value range comes from third-party code that reads the release.
+    # The check below stops on frames that look scaled to [0, 1].
     frame = np.load(source)
     if np.issubdtype(frame.dtype, np.floating) and frame.size and float(frame.max()) <= 1.0:
         raise ValueError(

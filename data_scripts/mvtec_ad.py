@@ -43,7 +43,7 @@ RAW_LAYOUT = """\
   <subset>/ground_truth/<defect type>/<nnn>_mask.png"""
 
 # (train normal, test normal, anomalies, defect types) per subset, from Table 1 of the
-# MVTec AD paper; the sums equal the totals of DRA Table 5 (3629, 467, 1258, 73).
+# MVTec AD paper. The sums equal the totals of DRA Table 5 (3629, 467, 1258, 73).
 _SUBSET_COUNTS = {
     "bottle": (209, 20, 63, 3),
     "cable": (224, 58, 92, 8),

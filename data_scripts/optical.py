@@ -1,11 +1,12 @@
 """Convert the "Optical" set (DAGM 2007 textures, 10 classes) to the MVTec AD layout.
 
-The DRA benchmark calls "Optical" the DAGM 2007 competition data on weakly supervised
-industrial optical inspection: grey 512 x 512 px synthetic textures in ten classes,
-each with a Train and a Test part, defective images marked by an ellipse mask.
+"Optical" in the DRA benchmark is the DAGM 2007 competition data set for weakly
+supervised industrial optical inspection. It contains grey synthetic textures in ten
+classes, each with a Train and a Test part. Defective images come with a coarse
+(weak) defect mask.
 
-Expected raw layout under ``--source`` (the download holds each class folder twice
-nested; a single ``Class<N>/Train`` level is accepted too)::
+Expected raw layout under ``--source``. The download nests each class folder twice,
+and a single ``Class<N>/Train`` level is accepted too::
 
     Class<N>/Class<N>/Train/<nnnn>.PNG
     Class<N>/Class<N>/Train/Label/Labels.txt
@@ -56,8 +57,8 @@ RAW_LAYOUT = """\
   Class<N>/Class<N>/Test/...                        same as Train
   (Class<N>/Train/... without the second Class<N> level is accepted too)"""
 
-# Per class, the Train + Test defect counts of DAGM 2007 (150 in Class1-6, 300 in
-# Class7-10); they add up to the 2100 anomalies of DRA Table 5.
+# Defective images per class in DAGM 2007, Train + Test: 150 in Class1-6 and 300 in
+# Class7-10. They add up to the 2100 anomalies of DRA Table 5.
 _DEFECTS_PER_CLASS = {f"Class{n}": 150 if n <= 6 else 300 for n in range(1, 11)}
 
 PUBLISHED = {
@@ -101,8 +102,8 @@ def read_labels(path: Path) -> list[LabelRow]:
     lines = path.read_text(encoding="utf-8-sig").splitlines()
     for line_number, line in enumerate(lines, start=1):
         fields = line.split()
-        # TODO: the meaning of the one-field header line and of the fourth field is not
-        # documented in the sources read; both are ignored, as the DRA converter does.
+        # TODO: no source read here documents the one-field header line or the fourth
+        # field. Both are ignored, as the DRA converter does.
         if not fields or (line_number == 1 and len(fields) == 1):
             continue
         if len(fields) < 3 or fields[1] not in ("0", "1"):

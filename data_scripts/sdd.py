@@ -1,8 +1,8 @@
 """Convert KolektorSDD (surface defect data set) to the MVTec AD layout.
 
-KolektorSDD (Tabernik et al., Journal of Intelligent Manufacturing 2019) holds 399 grey
-images of electrical commutators, about 500 x 1250 px, from 50 physical items; 52 images
-show a crack, marked in a pixel mask.
+KolektorSDD (Tabernik et al., Journal of Intelligent Manufacturing 2019) contains 399
+grey images of electrical commutators in 50 item folders. 52 images show a crack,
+marked in a pixel mask.
 
 Expected raw layout under ``--source``::
 

@@ -1,6 +1,6 @@
 """Convert VisA (Visual Anomaly data set) to the MVTec AD layout, one subset per object.
 
-VisA (Zou et al., ECCV 2022) holds 10,821 colour images of 12 objects (PCBs, capsules,
+VisA (Zou et al., ECCV 2022) contains 10,821 colour images of 12 objects (PCBs, capsules,
 candles, macaroni, cashews, chewing gum, fryum) with 9,621 normal and 1,200 anomalous
 images and pixel masks. It ships with split files; ``split_csv/1cls.csv`` is the
 one-class split: normal images in train and test, anomalies in test only.
@@ -137,7 +137,7 @@ def convert(
         split_csv: split file to use instead of ``source/split_csv/1cls.csv``.
 
     Returns:
-        The output folder (it holds one subset folder per object).
+        The output folder (it contains one subset folder per object).
 
     Raises:
         FileNotFoundError: the split file, or an image or mask it lists, is missing.

@@ -15,7 +15,7 @@ HEIGHT = 4
 
 
 def _strip(width: int, base: int) -> np.ndarray:
-    """A grey strip whose pixel value tells the crop index: base + crop index."""
+    """Return a grey strip whose pixels in crop i all equal base + i."""
     columns = np.arange(width) // 256
     return np.tile((base + columns).astype(np.uint8), (HEIGHT, 1))
 
