@@ -109,7 +109,8 @@ def collect_frames(source: Path) -> tuple[list[Path], list[Path], dict[str, list
             )
     if not novel:
         raise FileNotFoundError(
-            f"no class folders found in {novel_root}\nExpected raw layout:\n{RAW_LAYOUT}"
+            f"no class folders found in {novel_root} (all/ is skipped because it repeats "
+            f"the class files)\nExpected raw layout:\n{RAW_LAYOUT}"
         )
     return train, test, novel
 
