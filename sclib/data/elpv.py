@@ -94,15 +94,15 @@ def elpv_split_table(labels_path: str | os.PathLike | None = None) -> pd.DataFra
     split[test_index] = "test"
     split[is_anomaly] = "test"
 
-    kept = table[is_normal | is_anomaly].copy()
-    kept["label"] = is_anomaly[kept.index].astype(int)
-    kept["defect_class"] = np.where(kept["label"] == 1, kept["cell_type"], "good")
-    kept["split"] = split[kept.index]
-    kept["file_name"] = [
+    cells = table[is_normal | is_anomaly].copy()
+    cells["label"] = is_anomaly[cells.index].astype(int)
+    cells["defect_class"] = np.where(cells["label"] == 1, cells["cell_type"], "good")
+    cells["split"] = split[cells.index]
+    cells["file_name"] = [
         f"{row.split}/{row.defect_class}/{Path(row.source_path).stem}.png"
-        for row in kept.itertuples(index=False)
+        for row in cells.itertuples(index=False)
     ]
-    return kept.reset_index(drop=True)
+    return cells.reset_index(drop=True)
 
 
 def _expected_counts(table: pd.DataFrame) -> dict[str, int]:

@@ -183,6 +183,17 @@ def _read_tiff_array(path: Path) -> np.ndarray:
         return tiff.pages[0].asarray()
 
 
+def _read_tiff_info(path: Path) -> ImageInfo:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages[0]
+        shape = page.shape if len(page.shape) == 3 else (*page.shape, 1)
+        if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and len(page.shape) == 3:
+            shape = (*page.shape[1:], page.shape[0])  # (C, H, W) -> (H, W, C)
+        return ImageInfo(shape[1], shape[0], _mode_name(shape[2], page.dtype))
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Decode one image file into a uint8 RGB array.
 
@@ -231,10 +242,13 @@ def read_image_info(path: str | os.PathLike) -> ImageInfo:
     if path.stat().st_size == 0:
         raise ImageReadError(path, "the file is empty (0 bytes)")
     try:
-        if path.suffix.lower() == ".npy":
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
             array = np.load(path, mmap_mode="r", allow_pickle=False)
             array = _channels_last(array, path)
             return ImageInfo(array.shape[1], array.shape[0], _mode_name(array.shape[2], array.dtype))
+        if suffix in _TIFF_EXTENSIONS:
+            return _read_tiff_info(path)
         with Image.open(path) as image:
             return ImageInfo(image.width, image.height, image.mode)
     except ImageReadError:
@@ -337,10 +351,10 @@ def _save_cached(cache_file: Path, cache: ImageCache) -> None:
 
 
 def _warn_skipped(skipped: Sequence[Path]) -> None:
-    shown = "\n  ".join(str(p) for p in skipped[:50])
+    listed = "\n  ".join(str(p) for p in skipped[:50])
     more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
     warnings.warn(
-        f"Skipped {len(skipped)} unreadable image file(s):\n  {shown}{more}",
+        f"Skipped {len(skipped)} unreadable image file(s):\n  {listed}{more}",
         stacklevel=3,
     )
 
@@ -393,7 +407,7 @@ def build_image_cache(
         return cache
 
     images = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
-    kept: list[Path] = []
+    kept_paths: list[Path] = []
     skipped: list[Path] = []
     for path in tqdm(files, desc=f"Decoding images to {size} px", disable=not progress):
         try:
@@ -403,14 +417,14 @@ def build_image_cache(
                 raise
             skipped.append(path)
             continue
-        images.numpy()[len(kept)] = pixels.transpose(2, 0, 1)  # (S, S, 3) -> (3, S, S)
-        kept.append(path)
+        images.numpy()[len(kept_paths)] = pixels.transpose(2, 0, 1)  # (S, S, 3) -> (3, S, S)
+        kept_paths.append(path)
 
     if skipped:
-        images = images[: len(kept)].clone()  # drop the unused rows
-    cache = ImageCache(images=images, paths=kept, skipped=skipped)
+        images = images[: len(kept_paths)].clone()  # drop the unused rows
+    cache = ImageCache(images=images, paths=kept_paths, skipped=skipped)
     _save_cached(cache_file, cache)
-    logger.info("Decoded %d images to %d px; cache written to %s", len(kept), size, cache_file)
+    logger.info("Decoded %d images to %d px; cache written to %s", len(kept_paths), size, cache_file)
     if skipped:
         _warn_skipped(skipped)
     return cache

@@ -192,7 +192,13 @@ def make_split(
     if setting == "anomaly_free":
         n_anomaly = 0
     records = _sorted_records(records)
-    train_normal = [r for r in records if r.split == "train" and r.label == 0]
+    train_anomalies = [r for r in records if r.split == "train" and r.label != 0]
+    if train_anomalies:
+        raise ValueError(
+            f"{len(train_anomalies)} training record(s) have label 1, e.g. {train_anomalies[0].path}, "
+            "but the training split contains only normal images. Move anomalies to test/<defect_class>/."
+        )
+    train_normal = [r for r in records if r.split == "train"]
     test_records = [r for r in records if r.split == "test"]
     anomalies = [r for r in test_records if r.label == 1]
     defect_classes = sorted({r.defect_class for r in anomalies})

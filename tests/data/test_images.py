@@ -186,6 +186,11 @@ def _case_tiff_float(folder):
     return folder / "float.tif", np.repeat(RGB[:, :, 2:3], 3, axis=2)
 
 
+def _case_tiff_planar(folder):
+    tifffile.imwrite(folder / "planar.tif", np.moveaxis(RGB, -1, 0), photometric="rgb", planarconfig="separate")
+    return folder / "planar.tif", RGB
+
+
 def _case_bmp(folder):
     Image.fromarray(RGB).save(folder / "image.bmp")
     return folder / "image.bmp", RGB
@@ -253,6 +258,7 @@ READABLE_CASES = {
     "tiff_rgb": _case_tiff_rgb,
     "tiff_uint16": _case_tiff_uint16,
     "tiff_float": _case_tiff_float,
+    "tiff_planar": _case_tiff_planar,
     "bmp": _case_bmp,
     "jpeg": _case_jpeg,
     "npy_float": _case_npy_float,
@@ -290,6 +296,10 @@ def test_read_image_info_reports_size_and_mode(tmp_path):
     info = read_image_info(tmp_path / "deep.npy")
     assert (info.width, info.height) == (5, 6)
     assert info.mode == "L;uint16"
+    path, _ = _case_tiff_planar(tmp_path)
+    info = read_image_info(path)
+    assert (info.width, info.height) == (10, 12)
+    assert info.mode == "RGB"
 
 
 def test_resize_image_makes_non_square_square():

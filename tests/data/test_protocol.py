@@ -66,20 +66,20 @@ def test_labelled_anomalies_leave_test():
 
 def test_one_shot_test_equals_ten_shot_test():
     records = _records()
-    ten = make_split(records, n_anomaly=10, seed=5)
-    one = make_split(records, n_anomaly=1, seed=5)
-    assert _paths(one.test) == _paths(ten.test)
-    assert _paths(one.train_anomaly) == _paths(ten.train_anomaly[:1])
-    assert _paths(one.unused) == sorted(_paths(ten.train_anomaly[1:]))
+    ten_shot = make_split(records, n_anomaly=10, seed=5)
+    one_shot = make_split(records, n_anomaly=1, seed=5)
+    assert _paths(one_shot.test) == _paths(ten_shot.test)
+    assert _paths(one_shot.train_anomaly) == _paths(ten_shot.train_anomaly[:1])
+    assert _paths(one_shot.unused) == sorted(_paths(ten_shot.train_anomaly[1:]))
 
 
 def test_five_shot_is_prefix_of_ten_shot():
     records = _records()
-    ten = make_split(records, n_anomaly=10, seed=8)
-    five = make_split(records, n_anomaly=5, seed=8)
-    assert _paths(five.train_anomaly) == _paths(ten.train_anomaly[:5])
-    assert _paths(five.test) == _paths(ten.test)
-    assert len(five.unused) == 5
+    ten_shot = make_split(records, n_anomaly=10, seed=8)
+    five_shot = make_split(records, n_anomaly=5, seed=8)
+    assert _paths(five_shot.train_anomaly) == _paths(ten_shot.train_anomaly[:5])
+    assert _paths(five_shot.test) == _paths(ten_shot.test)
+    assert len(five_shot.unused) == 5
 
 
 def test_one_shot_without_rule_keeps_other_anomalies():
@@ -164,10 +164,10 @@ def test_hard_one_shot_removes_known_class():
 
 def test_hard_one_shot_test_equals_ten_shot_test():
     records = _records(defects={"crack": 12, "hole": 11})
-    ten = make_split(records, setting="hard", n_anomaly=10, known_class="crack", seed=1)
-    one = make_split(records, setting="hard", n_anomaly=1, known_class="crack", seed=1)
-    assert _paths(one.test) == _paths(ten.test)
-    assert _paths(one.train_anomaly) == _paths(ten.train_anomaly[:1])
+    ten_shot = make_split(records, setting="hard", n_anomaly=10, known_class="crack", seed=1)
+    one_shot = make_split(records, setting="hard", n_anomaly=1, known_class="crack", seed=1)
+    assert _paths(one_shot.test) == _paths(ten_shot.test)
+    assert _paths(one_shot.train_anomaly) == _paths(ten_shot.train_anomaly[:1])
 
 
 def test_hard_requires_known_class():
@@ -255,6 +255,12 @@ def test_unknown_setting_lists_settings():
 def test_invalid_n_anomaly(count):
     with pytest.raises(ValueError, match="n_anomaly"):
         make_split(_records(), n_anomaly=count)
+
+
+def test_anomaly_in_train_split_raises():
+    records = _records() + [ImageRecord(Path("/data/part/train/good/bad.png"), 1, "crack", "train")]
+    with pytest.raises(ValueError, match="bad.png"):
+        make_split(records)
 
 
 def test_no_train_normals_raises():
