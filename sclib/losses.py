@@ -88,7 +88,7 @@ def deviation_loss(
             f"and {tuple(targets.shape)}."
         )
     mu_r, sigma_r = reference_statistics(reference, generator, device=scores.device)
-    deviation = (scores - mu_r) / sigma_r
+    deviation = (scores.float() - mu_r) / sigma_r  # float32 also under bfloat16 autocast
     targets = targets.to(deviation.dtype)
     inlier_loss = deviation.abs()
     outlier_loss = (margin - deviation).clamp(min=0)

@@ -1,8 +1,8 @@
 """Augmentation: device transforms, input saliency, SaliencyCut and comparison augmentations.
 
 Every pseudo-anomaly augmentation is called as ``augment(images, labels, model, generator)``
-and returns an ``AugmentResult``; ``get_augmentation(name)`` looks one up by the name used
-in the configuration (``"saliencycut"``, ``"cutmix"``, ``"cutpaste"`` or ``"none"``).
+and returns an ``AugmentResult``. ``get_augmentation(name)`` looks one up by the name used
+in the configuration: ``"saliencycut"``, ``"cutmix"``, ``"cutpaste"`` or ``"none"``.
 """
 
 from __future__ import annotations

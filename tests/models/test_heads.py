@@ -24,7 +24,7 @@ def randn(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def constant_texture(values: torch.Tensor, side: int) -> torch.Tensor:
-    """Feature maps (B, C, side, side) whose every position holds the vector ``values[b]``."""
+    """Feature maps (B, C, side, side) whose every position contains the vector ``values[b]``."""
     return values[:, :, None, None].expand(-1, -1, side, side).contiguous()
 
 
