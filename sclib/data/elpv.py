@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 SUBSET = "elpv"
 MARKER_NAME = ".sclib_complete.json"
 _TEMP_PREFIX = ".elpv-build-"
-_PROTOCOL = "normal=p0 (25% test, train_test_split random_state=42); anomaly=p1 by type; p1/3, p2/3 dropped"
+_PROTOCOL = (
+    "normal=p0 (25% test, train_test_split random_state=42); anomaly=p1 by type; p1/3, p2/3 dropped"
+)
 _CLASS_FOLDERS = {"train/good", "test/good", "test/mono", "test/poly"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -62,11 +64,15 @@ def read_elpv_labels(labels_path: str | os.PathLike | None = None) -> pd.DataFra
             f"ELPV labels file not found: {path}. Install the package with "
             "`pip install elpv-dataset` or pass labels_path."
         )
-    table = pd.read_csv(path, sep=r"\s+", header=None, names=["source_path", "probability", "cell_type"])
+    table = pd.read_csv(
+        path, sep=r"\s+", header=None, names=["source_path", "probability", "cell_type"]
+    )
     known = np.isclose(table["probability"].to_numpy()[:, None], [0, 1 / 3, 2 / 3, 1]).any(axis=1)
     if not known.all():
         bad = table.loc[~known, "probability"].unique().tolist()
-        raise ValueError(f"{path} has invalid defect probabilities {bad}. Expected 0, 1/3, 2/3 or 1.")
+        raise ValueError(
+            f"{path} has invalid defect probabilities {bad}. Expected 0, 1/3, 2/3 or 1."
+        )
     bad_types = sorted(set(table["cell_type"]) - {"mono", "poly"})
     if bad_types:
         raise ValueError(f"{path} has invalid cell types {bad_types}. Expected mono or poly.")

@@ -104,7 +104,7 @@ def _channels_last(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
-    """Scale an array of a supported dtype to uint8 by the dtype range (see the module docstring)."""
+    """Scale an array of a supported dtype to uint8 by the dtype range (see module docstring)."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.bool_:
@@ -246,7 +246,9 @@ def read_image_info(path: str | os.PathLike) -> ImageInfo:
         if suffix == ".npy":
             array = np.load(path, mmap_mode="r", allow_pickle=False)
             array = _channels_last(array, path)
-            return ImageInfo(array.shape[1], array.shape[0], _mode_name(array.shape[2], array.dtype))
+            return ImageInfo(
+                array.shape[1], array.shape[0], _mode_name(array.shape[2], array.dtype)
+            )
         if suffix in _TIFF_EXTENSIONS:
             return _read_tiff_info(path)
         with Image.open(path) as image:
@@ -424,7 +426,9 @@ def build_image_cache(
         images = images[: len(kept_paths)].clone()  # drop the unused rows
     cache = ImageCache(images=images, paths=kept_paths, skipped=skipped)
     _save_cached(cache_file, cache)
-    logger.info("Decoded %d images to %d px; cache written to %s", len(kept_paths), size, cache_file)
+    logger.info(
+        "Decoded %d images to %d px; cache written to %s", len(kept_paths), size, cache_file
+    )
     if skipped:
         _warn_skipped(skipped)
     return cache

@@ -72,7 +72,10 @@ def _mask_stem(mask: Path) -> str:
 
 
 def find_mask(root: Path, defect_class: str, image: Path) -> Path | None:
-    """Find the mask of a test image: ``ground_truth/<class>/<stem>_mask.<ext>``, else ``<stem>.<ext>``."""
+    """Find the mask of a test image.
+
+    Looks for ``ground_truth/<class>/<stem>_mask.<ext>``, then ``<stem>.<ext>``.
+    """
     folder = root / "ground_truth" / defect_class
     if not folder.is_dir():
         return None
@@ -90,7 +93,9 @@ def _subset_hint(root: Path) -> str:
         return ""
     subsets = [p.name for p in _list_class_dirs(root) if (p / "train").is_dir()]
     if subsets:
-        return f" {root} looks like a folder of subsets; pass one of them, e.g. {root / subsets[0]}."
+        return (
+            f" {root} looks like a folder of subsets; pass one of them, e.g. {root / subsets[0]}."
+        )
     return ""
 
 
@@ -167,7 +172,10 @@ class LayoutReport:
         return not self.problems
 
     def __str__(self) -> str:
-        lines = [f"Layout check of {self.root}: " + ("OK" if self.ok else f"{len(self.problems)} problem(s)")]
+        lines = [
+            f"Layout check of {self.root}: "
+            + ("OK" if self.ok else f"{len(self.problems)} problem(s)")
+        ]
         if not self.summary.empty:
             lines.append(self.summary.to_string(index=False))
         lines.extend(f"- {problem}" for problem in self.problems)
@@ -215,13 +223,17 @@ def _class_folders(root: Path, problems: list[str]) -> list[tuple[str, Path]]:
                     "train/good. Move anomalies to test/<defect_class>/."
                 )
     if not test_dir.is_dir():
-        problems.append(f"No test folder: create {test_dir} with good/ and one folder per defect class.")
+        problems.append(
+            f"No test folder: create {test_dir} with good/ and one folder per defect class."
+        )
         return folders
     test_classes = _list_class_dirs(test_dir)
     if not any(d.name != NORMAL_CLASS for d in test_classes):
         problems.append(f"No defect class folder in {test_dir}: the test set has no anomalies.")
     if not (test_dir / NORMAL_CLASS).is_dir():
-        problems.append("No test/good folder: the test set has no normal images, so AUROC is undefined.")
+        problems.append(
+            "No test/good folder: the test set has no normal images, so AUROC is undefined."
+        )
     folders.extend(("test", d) for d in test_classes)
     return folders
 
@@ -234,7 +246,9 @@ def _check_masks(root: Path, test_images: dict[str, set[str]], problems: list[st
         stems = test_images.get(class_dir.name)
         masks = [p for p in sorted(class_dir.iterdir()) if is_image_file(p)]
         if stems is None:
-            problems.append(f"Mask folder {class_dir} has no matching test/{class_dir.name} folder.")
+            problems.append(
+                f"Mask folder {class_dir} has no matching test/{class_dir.name} folder."
+            )
             continue
         orphans = [m for m in masks if _mask_stem(m) not in stems]
         if orphans:
@@ -277,7 +291,8 @@ def check_layout(root: str | os.PathLike, decode: bool = True) -> LayoutReport:
         if others:
             problems.append(
                 f"{len(others)} file(s) in {folder} are not images and are ignored: "
-                + ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
+                + ", ".join(others[:5])
+                + (" ..." if len(others) > 5 else "")
             )
         if not images:
             problems.append(f"Empty class folder {folder}: add images or remove the folder.")
@@ -316,7 +331,8 @@ def check_layout(root: str | os.PathLike, decode: bool = True) -> LayoutReport:
     for name, groups in (("sizes", all_sizes), ("modes", all_modes)):
         if len(groups) > 1:
             counts = ", ".join(
-                f"{value} ({len(files)}, e.g. {files[0]})" for value, files in sorted(groups.items())
+                f"{value} ({len(files)}, e.g. {files[0]})"
+                for value, files in sorted(groups.items())
             )
             problems.append(f"Mixed image {name}: {counts}.")
     for files in digests.values():
@@ -324,7 +340,8 @@ def check_layout(root: str | os.PathLike, decode: bool = True) -> LayoutReport:
             problems.append("Duplicate files (same content): " + ", ".join(map(str, files)) + ".")
     if unreadable:
         problems.append(
-            f"{len(unreadable)} unreadable file(s): " + "; ".join(unreadable[:10])
+            f"{len(unreadable)} unreadable file(s): "
+            + "; ".join(unreadable[:10])
             + (" ..." if len(unreadable) > 10 else "")
         )
     _check_masks(root, test_images, problems)

@@ -122,7 +122,9 @@ def read_manifest(path: str | os.PathLike) -> Split:
     table["contaminated"] = table["contaminated"].astype(str).str.lower().eq("true")
     invalid_roles = sorted(set(table["role"]) - set(ROLES))
     if invalid_roles:
-        raise ValueError(f"Manifest {path} has invalid roles {invalid_roles}. Valid roles: {ROLES}.")
+        raise ValueError(
+            f"Manifest {path} has invalid roles {invalid_roles}. Valid roles: {ROLES}."
+        )
 
     groups: dict[str, list[ImageRecord]] = {role: [] for role in ROLES}
     contaminated: set[Path] = set()
@@ -130,7 +132,12 @@ def read_manifest(path: str | os.PathLike) -> Split:
         record_path = Path(row.path)
         from_train = row.role == "train_normal" and not row.contaminated
         groups[row.role].append(
-            ImageRecord(record_path, int(row.label), str(row.defect_class), "train" if from_train else "test")
+            ImageRecord(
+                record_path,
+                int(row.label),
+                str(row.defect_class),
+                "train" if from_train else "test",
+            )
         )
         if row.contaminated:
             contaminated.add(record_path)
@@ -141,13 +148,17 @@ def _sorted_records(records: Iterable[ImageRecord]) -> list[ImageRecord]:
     return sorted(records, key=lambda record: str(record.path))
 
 
-def _check_arguments(setting: str, n_anomaly: int, known_class: str | None, contamination: float) -> None:
+def _check_arguments(
+    setting: str, n_anomaly: int, known_class: str | None, contamination: float
+) -> None:
     if setting not in SETTINGS:
         raise ValueError(f"Unknown setting {setting!r}. Valid settings: {', '.join(SETTINGS)}.")
     if isinstance(n_anomaly, bool) or not isinstance(n_anomaly, (int, np.integer)) or n_anomaly < 0:
         raise ValueError(f"n_anomaly must be a non-negative integer, got {n_anomaly!r}.")
     if setting == "hard" and known_class is None:
-        raise ValueError("setting='hard' needs known_class, the defect class the labelled anomalies come from.")
+        raise ValueError(
+            "setting='hard' needs known_class, the defect class the labelled anomalies come from."
+        )
     if setting != "hard" and known_class is not None:
         raise ValueError(
             f"known_class={known_class!r} is only used by setting='hard', but setting={setting!r}. "
@@ -195,20 +206,24 @@ def make_split(
     train_anomalies = [r for r in records if r.split == "train" and r.label != 0]
     if train_anomalies:
         raise ValueError(
-            f"{len(train_anomalies)} training record(s) have label 1, e.g. {train_anomalies[0].path}, "
-            "but the training split contains only normal images. Move anomalies to test/<defect_class>/."
+            f"{len(train_anomalies)} training record(s) have label 1, e.g. "
+            f"{train_anomalies[0].path}, but the training split contains only normal images. "
+            "Move anomalies to test/<defect_class>/."
         )
     train_normal = [r for r in records if r.split == "train"]
     test_records = [r for r in records if r.split == "test"]
     anomalies = [r for r in test_records if r.label == 1]
     defect_classes = sorted({r.defect_class for r in anomalies})
     if not train_normal:
-        raise ValueError("No normal training image among the records. Check that train/good has images.")
+        raise ValueError(
+            "No normal training image among the records. Check that train/good has images."
+        )
 
     if setting == "hard":
         if known_class not in defect_classes:
             raise ValueError(
-                f"Unknown known_class {known_class!r}. Valid defect classes: {', '.join(defect_classes)}."
+                f"Unknown known_class {known_class!r}. "
+                f"Valid defect classes: {', '.join(defect_classes)}."
             )
         pool = [r for r in anomalies if r.defect_class == known_class]
     else:
@@ -241,7 +256,8 @@ def make_split(
         if n_contaminated > len(candidates):
             raise ValueError(
                 f"contamination={contamination} needs {n_contaminated} hidden anomalies, but only "
-                f"{len(candidates)} unlabelled anomalies remain in the test set. Pass a smaller fraction."
+                f"{len(candidates)} unlabelled anomalies remain in the test set. "
+                "Pass a smaller fraction."
             )
         picks = rng.permutation(len(candidates))[:n_contaminated]
         contaminated = [candidates[i] for i in sorted(picks)]

@@ -72,7 +72,9 @@ class BalancedBatchSampler:
         pseudo_probability: float = 0.5,
     ):
         if n_normal < 1:
-            raise ValueError(f"n_normal must be at least 1, got {n_normal}, because batches need normal images.")
+            raise ValueError(
+                f"n_normal must be at least 1, got {n_normal}, because batches need normal images."
+            )
         if n_anomaly < 0:
             raise ValueError(f"n_anomaly must be non-negative, got {n_anomaly}.")
         if batch_size < 1:

@@ -56,11 +56,15 @@ def test_split_table_matches_reference_split():
         default_labels_path(), dtype=["|S19", "<f8", "|S4"], names=["path", "probability", "type"]
     )
     names = np.char.decode(data["path"])
-    normals = [Path(name).stem for name, p in zip(names, data["probability"]) if p == 0.0]
+    normals = [
+        Path(name).stem for name, p in zip(names, data["probability"], strict=True) if p == 0.0
+    ]
     train, test = train_test_split(normals, test_size=0.25, random_state=42)
     table = elpv_split_table()
     normal_rows = table[table["label"] == 0]
-    by_split = normal_rows.groupby("split")["source_path"].apply(lambda s: {Path(p).stem for p in s})
+    by_split = normal_rows.groupby("split")["source_path"].apply(
+        lambda s: {Path(p).stem for p in s}
+    )
     assert by_split["train"] == set(train)
     assert by_split["test"] == set(test)
 
@@ -81,7 +85,9 @@ def test_build_elpv_counts(elpv_root):
     records = discover(elpv_root)
     counts = {}
     for record in records:
-        counts[(record.split, record.defect_class)] = counts.get((record.split, record.defect_class), 0) + 1
+        counts[(record.split, record.defect_class)] = (
+            counts.get((record.split, record.defect_class), 0) + 1
+        )
     assert counts == {
         ("train", "good"): 1131,
         ("test", "good"): 377,

@@ -176,7 +176,7 @@ def _case_tiff_rgb(folder):
 
 
 def _case_tiff_uint16(folder):
-    raw = (RGB[:, :, 1].astype(np.uint16) * 257)
+    raw = RGB[:, :, 1].astype(np.uint16) * 257
     tifffile.imwrite(folder / "deep.tiff", raw)
     return folder / "deep.tiff", np.repeat(RGB[:, :, 1:2], 3, axis=2)
 
@@ -187,7 +187,9 @@ def _case_tiff_float(folder):
 
 
 def _case_tiff_planar(folder):
-    tifffile.imwrite(folder / "planar.tif", np.moveaxis(RGB, -1, 0), photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(
+        folder / "planar.tif", np.moveaxis(RGB, -1, 0), photometric="rgb", planarconfig="separate"
+    )
     return folder / "planar.tif", RGB
 
 

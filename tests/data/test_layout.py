@@ -41,7 +41,10 @@ def test_discover_labels_and_masks(tiny_mvtec):
         assert isinstance(record, ImageRecord)
         assert record.label == (0 if record.defect_class == "good" else 1)
         if record.defect_class == "scratch":
-            assert record.mask_path == tiny_mvtec / "ground_truth" / "scratch" / f"{record.path.stem}_mask.png"
+            assert (
+                record.mask_path
+                == tiny_mvtec / "ground_truth" / "scratch" / f"{record.path.stem}_mask.png"
+            )
         else:
             assert record.mask_path is None
 
@@ -172,7 +175,9 @@ def test_check_layout_mask_folder_without_class(tiny_mvtec):
 
 
 def test_check_layout_duplicate_files(tiny_mvtec):
-    shutil.copyfile(tiny_mvtec / "train" / "good" / "000.png", tiny_mvtec / "test" / "good" / "copy.png")
+    shutil.copyfile(
+        tiny_mvtec / "train" / "good" / "000.png", tiny_mvtec / "test" / "good" / "copy.png"
+    )
     problem = _problem_containing(check_layout(tiny_mvtec), "Duplicate files")
     assert "train/good/000.png" in problem
     assert "test/good/copy.png" in problem

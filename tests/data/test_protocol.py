@@ -19,10 +19,19 @@ def _records(n_train=30, n_test_good=12, defects=None) -> list[ImageRecord]:
     """Build records of a synthetic subset. make_split does not open the files."""
     defects = DEFECTS if defects is None else defects
     root = Path("/data/part")
-    records = [ImageRecord(root / "train" / "good" / f"{i:03d}.png", 0, "good", "train") for i in range(n_train)]
-    records += [ImageRecord(root / "test" / "good" / f"{i:03d}.png", 0, "good", "test") for i in range(n_test_good)]
+    records = [
+        ImageRecord(root / "train" / "good" / f"{i:03d}.png", 0, "good", "train")
+        for i in range(n_train)
+    ]
+    records += [
+        ImageRecord(root / "test" / "good" / f"{i:03d}.png", 0, "good", "test")
+        for i in range(n_test_good)
+    ]
     for defect, count in defects.items():
-        records += [ImageRecord(root / "test" / defect / f"{i:03d}.png", 1, defect, "test") for i in range(count)]
+        records += [
+            ImageRecord(root / "test" / defect / f"{i:03d}.png", 1, defect, "test")
+            for i in range(count)
+        ]
     return records
 
 
@@ -102,7 +111,10 @@ def test_same_seed_same_manifest():
 
 
 def test_different_seed_different_draw():
-    draws = {tuple(_paths(make_split(_records(), n_anomaly=10, seed=seed).train_anomaly)) for seed in range(4)}
+    draws = {
+        tuple(_paths(make_split(_records(), n_anomaly=10, seed=seed).train_anomaly))
+        for seed in range(4)
+    }
     assert len(draws) == 4
 
 
@@ -140,7 +152,9 @@ def test_file_order_does_not_change_split(tmp_path, monkeypatch):
     first = make_split(discover(forward), n_anomaly=3, seed=9)
     monkeypatch.setattr(Path, "iterdir", reversed_iterdir)
     second = make_split(discover(backward), n_anomaly=3, seed=9)
-    pd.testing.assert_frame_equal(_relative_manifest(first, forward), _relative_manifest(second, backward))
+    pd.testing.assert_frame_equal(
+        _relative_manifest(first, forward), _relative_manifest(second, backward)
+    )
 
 
 def test_hard_setting_removes_known_class():

@@ -99,8 +99,12 @@ def test_one_anomaly_fills_every_anomaly_slot():
 
 
 def test_same_seed_same_batches():
-    first = [b.labels.tolist() + b.normal_index.tolist() for b in itertools.islice(_sampler(seed=5), 5)]
-    second = [b.labels.tolist() + b.normal_index.tolist() for b in itertools.islice(_sampler(seed=5), 5)]
+    first = [
+        b.labels.tolist() + b.normal_index.tolist() for b in itertools.islice(_sampler(seed=5), 5)
+    ]
+    second = [
+        b.labels.tolist() + b.normal_index.tolist() for b in itertools.islice(_sampler(seed=5), 5)
+    ]
     assert first == second
 
 
