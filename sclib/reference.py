@@ -1,10 +1,10 @@
 """Published image-level AUROC on ELPV, as data, to set beside the results of a batch.
 
 Each value is the mean over three runs, with the standard deviation where the source
-gives one, under the open-set supervised protocol of DRA: general setting with 10 or 1
-labelled anomalies, and hard setting with one known class (``known_class`` names the
-training class, so ``mono`` is tested on poly anomalies only). ``known_class="mean"`` is
-the mean over both choices of known class.
+gives one. The protocol is the open-set supervised one of DRA. The general setting draws
+10 or 1 labelled anomalies from all classes. The hard setting draws them from one known
+class: ``known_class`` names that training class, so ``mono`` is tested on poly anomalies
+only, and ``known_class="mean"`` is the mean over both choices.
 
 Re-runs of the same method disagree: DRA general 10-shot ranges from 0.821 to 0.845 and
 DevNet 1-shot from 0.514 to 0.810 across the three sources, so compare means and
@@ -39,6 +39,7 @@ ELPV_TEST_COUNTS = {"normal": 377, "mono": 313, "poly": 402}
 # known, hard 1-shot poly known). None: not reported.
 # NOTE: transcribed from a summary of the cited tables; check a value against its paper
 # before quoting it.
+# fmt: off
 _ELPV_ROWS = (
     # KDAD uses no labelled anomalies, so DRA lists the same model for 10 and 1 shots.
     ("KDAD (unsupervised)", "D", "0.744±0.001", "0.744±0.001", "0.737±0.002", "0.737±0.002",
@@ -74,6 +75,7 @@ _ELPV_ROWS = (
     ("FS-DRA (fully supervised)", "A", "0.874±0.004", None, None, None, None, None, None, None),
     ("DPDL", "DPDL", "0.937", None, None, None, None, None, None, None),
 )
+# fmt: on
 
 # (setting, n_anomaly, known_class) of each value column in _ELPV_ROWS.
 _ELPV_COLUMNS = (
@@ -88,7 +90,13 @@ _ELPV_COLUMNS = (
 )
 
 REFERENCE_COLUMNS = [
-    "method", "source", "citation", "setting", "n_anomaly", "known_class", "auroc_mean",
+    "method",
+    "source",
+    "citation",
+    "setting",
+    "n_anomaly",
+    "known_class",
+    "auroc_mean",
     "auroc_std",
 ]
 

@@ -55,7 +55,13 @@ def paper_batch(tmp_path):
 def test_collect_metrics_long_form(tmp_path):
     per_class = {"mono": {"auroc": 0.9, "aupr": 0.8, "n_normal": 377, "n_anomaly": 313}}
     unseen = {"auroc": 0.7, "aupr": 0.6, "n_normal": 377, "n_anomaly": 402}
-    write_run(tmp_path, {"setting": "general", "n_anomaly": 10, "seed": 0}, 0.8, per_class=per_class, unseen=unseen)
+    write_run(
+        tmp_path,
+        {"setting": "general", "n_anomaly": 10, "seed": 0},
+        0.8,
+        per_class=per_class,
+        unseen=unseen,
+    )
 
     metrics = collect_metrics(tmp_path)
 
@@ -73,7 +79,9 @@ def test_collect_metrics_ignores_runs_without_metrics(tmp_path):
     write_run(tmp_path, {"setting": "general", "n_anomaly": 10, "seed": 0}, 0.8)
     failed = tmp_path / "setting=general__n_anomaly=10__seed=1"
     failed.mkdir()
-    (failed / "params.json").write_text(json.dumps({"setting": "general", "n_anomaly": 10, "seed": 1}))
+    (failed / "params.json").write_text(
+        json.dumps({"setting": "general", "n_anomaly": 10, "seed": 1})
+    )
 
     assert collect_metrics(tmp_path)["seed"].tolist() == [0]
 
@@ -123,7 +131,10 @@ def test_paper_table_mean_and_std_over_seeds(paper_batch):
 
 def test_hard_mean_is_mean_over_classes_per_seed(paper_batch):
     table = paper_table(collect_metrics(paper_batch)).set_index("row")
-    per_seed = [statistics.mean(pair) for pair in zip(SCORES[("hard", 10, "mono")], SCORES[("hard", 10, "poly")])]
+    per_seed = [
+        statistics.mean(pair)
+        for pair in zip(SCORES[("hard", 10, "mono")], SCORES[("hard", 10, "poly")])
+    ]
 
     row = table.loc["hard 10-shot, mean over mono/poly known"]
 
@@ -132,7 +143,11 @@ def test_hard_mean_is_mean_over_classes_per_seed(paper_batch):
 
 
 def test_hard_mean_leaves_out_incomplete_seeds(paper_batch, caplog):
-    write_run(paper_batch, {"profile": "quick", "setting": "hard", "n_anomaly": 10, "known_class": "mono", "seed": 9}, 0.1)
+    write_run(
+        paper_batch,
+        {"profile": "quick", "setting": "hard", "n_anomaly": 10, "known_class": "mono", "seed": 9},
+        0.1,
+    )
 
     with caplog.at_level(logging.WARNING, logger="sclib.batch.aggregate"):
         table = paper_table(collect_metrics(paper_batch)).set_index("row")
@@ -145,12 +160,19 @@ def test_hard_mean_leaves_out_incomplete_seeds(paper_batch, caplog):
 def test_varying_parameter_splits_rows(tmp_path):
     for augmentation, base in (("saliencycut", 0.8), ("cutmix", 0.7)):
         for seed in (0, 1):
-            params = {"setting": "general", "n_anomaly": 10, "augmentation": augmentation, "seed": seed}
+            params = {
+                "setting": "general",
+                "n_anomaly": 10,
+                "augmentation": augmentation,
+                "seed": seed,
+            }
             write_run(tmp_path, params, base + 0.01 * seed)
 
     table = paper_table(collect_metrics(tmp_path)).set_index("row")
 
-    assert table.loc["general 10-shot (augmentation=saliencycut)", "auroc_mean"] == pytest.approx(0.805)
+    assert table.loc["general 10-shot (augmentation=saliencycut)", "auroc_mean"] == pytest.approx(
+        0.805
+    )
     assert table.loc["general 10-shot (augmentation=cutmix)", "auroc_mean"] == pytest.approx(0.705)
     assert "augmentation" in table.columns
 
@@ -174,7 +196,11 @@ def test_paper_table_requires_setting_column(tmp_path):
 def test_reference_table_values_and_sources():
     reference = reference_table("elpv")
 
-    dra = reference[(reference["method"] == "DRA (D)") & (reference["setting"] == "general") & (reference["n_anomaly"] == 10)]
+    dra = reference[
+        (reference["method"] == "DRA (D)")
+        & (reference["setting"] == "general")
+        & (reference["n_anomaly"] == 10)
+    ]
     assert dra["auroc_mean"].item() == 0.845
     assert dra["auroc_std"].item() == 0.013
     assert set(reference["source"]) <= set(SOURCES)
@@ -185,9 +211,17 @@ def test_reference_table_values_and_sources():
 
 def test_reference_table_hard_rows_name_known_class():
     reference = reference_table("ELPV")
-    hard = reference[(reference["method"] == "AHL (DRA)") & (reference["setting"] == "hard") & (reference["n_anomaly"] == 1)]
+    hard = reference[
+        (reference["method"] == "AHL (DRA)")
+        & (reference["setting"] == "hard")
+        & (reference["n_anomaly"] == 1)
+    ]
 
-    assert dict(zip(hard["known_class"], hard["auroc_mean"])) == {"mean": 0.740, "mono": 0.774, "poly": 0.705}
+    assert dict(zip(hard["known_class"], hard["auroc_mean"])) == {
+        "mean": 0.740,
+        "mono": 0.774,
+        "poly": 0.705,
+    }
 
 
 def test_reference_table_unknown_dataset_raises():
@@ -195,7 +229,9 @@ def test_reference_table_unknown_dataset_raises():
         reference_table("mvtec")
 
 
-@pytest.mark.parametrize(("text", "mean", "std"), [("0.845±0.013", 0.845, 0.013), ("0.916", 0.916, math.nan)])
+@pytest.mark.parametrize(
+    ("text", "mean", "std"), [("0.845±0.013", 0.845, 0.013), ("0.916", 0.916, math.nan)]
+)
 def test_parse_mean_std(text, mean, std):
     parsed_mean, parsed_std = parse_mean_std(text)
 
@@ -208,11 +244,17 @@ def test_compare_puts_published_values_beside_ours(paper_batch):
 
     comparison = compare_with_reference(table, methods=["DRA (D)", "PatchCore (unsupervised)"])
 
-    assert list(comparison.columns) == ["sclib (this batch)", "DRA (D) [D]", "PatchCore (unsupervised) [A]"]
+    assert list(comparison.columns) == [
+        "sclib (this batch)",
+        "DRA (D) [D]",
+        "PatchCore (unsupervised) [A]",
+    ]
     assert comparison.loc["general 10-shot", "sclib (this batch)"] == "0.823 ± 0.021"
     assert comparison.loc["general 10-shot", "DRA (D) [D]"] == "0.845 ± 0.013"
     assert comparison.loc["hard 10-shot, mono known", "DRA (D) [D]"] == "0.731"
-    assert comparison.loc["hard 10-shot, mean over mono/poly known", "DRA (D) [D]"] == "0.766 ± 0.029"
+    assert (
+        comparison.loc["hard 10-shot, mean over mono/poly known", "DRA (D) [D]"] == "0.766 ± 0.029"
+    )
     assert comparison.loc["general 1-shot", "PatchCore (unsupervised) [A]"] == "—"
     assert comparison.attrs["sources"]["D"] == SOURCES["D"]
 
@@ -230,7 +272,10 @@ def test_plot_draws_one_bar_per_row_and_series(paper_batch):
     ax = plot_paper_table(table, methods=("DRA (D)",))
 
     assert len(ax.patches) == 2 * len(table)
-    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["sclib (this batch)", "DRA (D) [D]"]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        "sclib (this batch)",
+        "DRA (D) [D]",
+    ]
     assert ax.patches[0].get_height() == pytest.approx(table["auroc_mean"].iloc[0])
 
 

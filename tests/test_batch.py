@@ -16,7 +16,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from sclib.batch import GridError, collect_metrics, load_grid, paper_table, parse_grid, run_batch, run_name
+from sclib.batch import (
+    GridError,
+    collect_metrics,
+    load_grid,
+    paper_table,
+    parse_grid,
+    run_batch,
+    run_name,
+)
 from sclib.batch.__main__ import main
 from sclib.batch.execute import available_cores, default_workers, plan_runs
 
@@ -26,7 +34,12 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 def fixture_auroc(seed: int, n_anomaly: int, known_class: str | None = None) -> float:
     """The fake AUROC the fixture notebook writes for these parameters."""
-    return 0.6 + 0.02 * seed + (0.1 if n_anomaly == 10 else 0.0) + (0.05 if known_class == "poly" else 0.0)
+    auroc = 0.6 + 0.02 * seed
+    if n_anomaly == 10:
+        auroc += 0.1
+    if known_class == "poly":
+        auroc += 0.05
+    return auroc
 
 
 def write_grid(path: Path, document: dict) -> Path:
@@ -56,7 +69,14 @@ def test_run_name_orders_keys_and_puts_seed_last():
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(True, "true"), (False, "false"), (None, "none"), (0.1, "0.1"), (2e-05, "2e-05"), ("a/b c", "a-b-c")],
+    [
+        (True, "true"),
+        (False, "false"),
+        (None, "none"),
+        (0.1, "0.1"),
+        (2e-05, "2e-05"),
+        ("a/b c", "a-b-c"),
+    ],
 )
 def test_run_name_formats_values_safely(value, text):
     assert run_name({"value": value}, seed=0) == f"value={text}__seed=0"
@@ -75,12 +95,18 @@ def test_expand_is_product_times_seeds_seed_major(tmp_path):
     ]
 
 
-def test_expand_passes_fixed_parameters_but_leaves_them_out_of_names(tmp_path):
+def test_fixed_parameters_not_in_names(tmp_path):
     spec = parse_grid(minimal_grid(tmp_path, fixed={"profile": "tiny", "data_root": "data/elpv"}))
 
     first = spec.runs()[0]
 
-    assert first.params == {"profile": "tiny", "data_root": "data/elpv", "setting": "general", "n_anomaly": 10, "seed": 0}
+    assert first.params == {
+        "profile": "tiny",
+        "data_root": "data/elpv",
+        "setting": "general",
+        "n_anomaly": 10,
+        "seed": 0,
+    }
     assert "profile" not in first.name
     assert spec.run_dir(first) == tmp_path / "out" / first.name
 
@@ -114,7 +140,9 @@ def test_relative_paths_resolve_against_cwd(tmp_path):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "04.ipynb").write_text(FIXTURE_NOTEBOOK.read_text())
 
-    spec = parse_grid(minimal_grid(tmp_path, notebook="notebooks/04.ipynb", output="runs/batch/x"), cwd=tmp_path)
+    spec = parse_grid(
+        minimal_grid(tmp_path, notebook="notebooks/04.ipynb", output="runs/batch/x"), cwd=tmp_path
+    )
 
     assert spec.notebook == tmp_path / "notebooks" / "04.ipynb"
     assert spec.output == tmp_path / "runs" / "batch" / "x"
@@ -294,7 +322,10 @@ def test_batch_reports_failed_run_with_error_and_notebook(first_batch):
     assert "RuntimeError: fixture failure requested (seed 0)" in failed["error"]
     executed = nbformat.read(failed["notebook"], as_version=4)
     error_outputs = [
-        output for cell in executed.cells for output in cell.get("outputs", []) if output.get("output_type") == "error"
+        output
+        for cell in executed.cells
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
     ]
     assert error_outputs[0]["ename"] == "RuntimeError"
 
@@ -350,7 +381,10 @@ def test_second_batch_on_scheduler_skips_finished_runs(first_batch, capsys):
 
     grid_path, spec, first_summary = first_batch
     ok_runs = first_summary[first_summary["status"] == "ok"]
-    modified = {run: Path(notebook).stat().st_mtime_ns for run, notebook in zip(ok_runs["run"], ok_runs["notebook"])}
+    modified = {
+        run: Path(notebook).stat().st_mtime_ns
+        for run, notebook in zip(ok_runs["run"], ok_runs["notebook"])
+    }
 
     # In-process workers start fast; the local-cluster path with worker processes ran above.
     with LocalCluster(
@@ -359,9 +393,11 @@ def test_second_batch_on_scheduler_skips_finished_runs(first_batch, capsys):
         processes=False,
         protocol="tcp",
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
-        status = main([str(grid_path), "--scheduler", cluster.scheduler_address, "--threads-per-run", "1"])
+        status = main(
+            [str(grid_path), "--scheduler", cluster.scheduler_address, "--threads-per-run", "1"]
+        )
 
     summary = pd.read_csv(spec.output / "summary.csv").set_index("run")
     assert status == 1
@@ -386,7 +422,8 @@ def test_batch_table_has_mean_and_std_over_seeds(first_batch):
         expected = [fixture_auroc(seed, n_anomaly) for seed in (0, 1)]
         assert row["auroc_mean"] == pytest.approx(statistics.mean(expected))
         assert row["auroc_std"] == pytest.approx(statistics.stdev(expected))
-        assert row["AUROC"] == f"{statistics.mean(expected):.3f} ± {statistics.stdev(expected):.3f}"
+        mean, std = statistics.mean(expected), statistics.stdev(expected)
+        assert row["AUROC"] == f"{mean:.3f} ± {std:.3f}"
         assert row["n_seeds"] == 2
 
 

@@ -25,16 +25,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("grid", help="grid YAML file (see grids/README.md)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--workers", type=int, help="parallel runs on a local Dask cluster (default: from the grid file, else sized to the CPU)"
+        "--workers",
+        type=int,
+        help="parallel runs on a local Dask cluster "
+        "(default: the grid file's workers, else one per 4 cores)",
     )
-    where.add_argument("--scheduler", help="address of a running Dask scheduler, such as tcp://10.0.0.5:8786")
-    where.add_argument("--local", action="store_true", help="run one after another in this process, without Dask")
+    where.add_argument(
+        "--scheduler", help="address of a running Dask scheduler, such as tcp://SCHEDULER_HOST:8786"
+    )
+    where.add_argument(
+        "--local", action="store_true", help="run one after another in this process, without Dask"
+    )
     parser.add_argument(
         "--threads-per-run",
         type=int,
-        help="OMP_NUM_THREADS and MKL_NUM_THREADS of each kernel (default: cores // workers locally)",
+        help="OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS of each kernel "
+        "(default: cores // workers locally)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and which would be skipped, run nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs and which would be skipped, run nothing",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     return parser
 
@@ -43,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = args.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level == "INFO":
+        # Keep one line per run; DEBUG shows every cluster and papermill event. Importing
+        # distributed first, because it sets its logger levels on import.
+        import distributed  # noqa: F401
+
+        for name in ("distributed", "papermill"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     for name, value in (("--workers", args.workers), ("--threads-per-run", args.threads_per_run)):
         if value is not None and value < 1:
             parser.error(f"{name} must be at least 1, got {value}")
@@ -54,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    with pd.option_context("display.width", 200, "display.max_colwidth", 100, "display.max_rows", None):
+    with pd.option_context(
+        "display.width", 200, "display.max_colwidth", 100, "display.max_rows", None
+    ):
         if args.dry_run:
             plan = plan_runs(spec)
             print(plan.to_string(index=False))
             counts = plan["action"].value_counts()
-            print(f"\n{len(plan)} runs: {counts.get('run', 0)} to run, {counts.get('skip', 0)} skipped")
+            print(
+                f"\n{len(plan)} runs: {counts.get('run', 0)} to run, "
+                f"{counts.get('skip', 0)} skipped"
+            )
             return 0
 
         summary = run_batch(

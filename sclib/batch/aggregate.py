@@ -28,8 +28,18 @@ METRIC_COLUMNS = ["scope", "defect_class", "auroc", "aupr", "n_test_normal", "n_
 # runs (an augmentation grid, say) split rows further.
 ROW_PARAMETERS = ("setting", "n_anomaly", "known_class")
 TABLE_COLUMNS = [
-    "row", "setting", "n_anomaly", "known_class", "auroc_mean", "auroc_std", "aupr_mean",
-    "aupr_std", "n_seeds", "seeds", "AUROC", "AUPR",
+    "row",
+    "setting",
+    "n_anomaly",
+    "known_class",
+    "auroc_mean",
+    "auroc_std",
+    "aupr_mean",
+    "aupr_std",
+    "n_seeds",
+    "seeds",
+    "AUROC",
+    "AUPR",
 ]
 OURS = "sclib (this batch)"
 _SETTING_ORDER = {"general": 0, "hard": 1}
@@ -46,7 +56,7 @@ def collect_metrics(batch_dir: str | Path) -> pd.DataFrame:
         ``scope`` ("overall", "seen", "unseen" or "class"), ``defect_class`` (for scope
         "class", else None), ``auroc``, ``aupr``, ``n_test_normal`` and
         ``n_test_anomaly``. Empty, with the metric columns, when the folder is missing or
-        holds no metrics.
+        contains no metrics.
 
     Raises:
         ValueError: A metrics.json or params.json is not valid JSON.
@@ -61,7 +71,9 @@ def collect_metrics(batch_dir: str | Path) -> pd.DataFrame:
         params_path = run_dir / PARAMS_FILE
         params = _read_json(params_path) if params_path.is_file() else {}
         if not params:
-            logger.warning("run %s has no %s; its parameters are unknown", run_dir.name, PARAMS_FILE)
+            logger.warning(
+                "run %s has no %s; its parameters are unknown", run_dir.name, PARAMS_FILE
+            )
         parameter_names += [name for name in params if name not in parameter_names]
         for scope, defect_class, values in _metric_entries(metrics):
             rows.append(
@@ -83,9 +95,9 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Summarise the overall metrics over seeds in the rows the literature reports.
 
     Rows: each (setting, n_anomaly) for general and other settings, each known class in
-    the hard setting, and per n_anomaly the hard-setting mean: for each seed the mean over
-    known classes, then mean and std over the seeds that ran every known class. Other
-    parameters that vary between runs split rows and appear in the label.
+    the hard setting, and per n_anomaly the hard-setting mean. That mean is taken over
+    known classes for each seed, then summarised over the seeds that ran every known
+    class. Other parameters that vary between runs split rows and appear in the label.
 
     Args:
         metrics: Output of ``collect_metrics``; needs the parameters ``setting``,
@@ -106,7 +118,9 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     missing = [name for name in ("setting", "n_anomaly", "seed") if name not in overall]
     if missing:
-        raise ValueError(f"metrics table lacks parameter column(s) {missing}; the runs must pass them")
+        raise ValueError(
+            f"metrics table lacks parameter column(s) {missing}; the runs must pass them"
+        )
 
     overall = overall.copy()
     if "known_class" not in overall:
@@ -120,7 +134,9 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
     for (setting, n_anomaly, known_class, extras_label), group in overall.groupby(
         ["setting", "n_anomaly", overall["known_class"].fillna(""), "_extras"], sort=False
     ):
-        rows.append(_summary_row(group, setting, n_anomaly, known_class or None, extras, extras_label))
+        rows.append(
+            _summary_row(group, setting, n_anomaly, known_class or None, extras, extras_label)
+        )
     hard = overall[overall["setting"] == "hard"]
     for (n_anomaly, extras_label), group in hard.groupby(["n_anomaly", "_extras"], sort=False):
         row = _hard_mean_row(group, n_anomaly, extras, extras_label)
@@ -160,17 +176,23 @@ def compare_with_reference(
             raise ValueError(f"no published {dataset} values for {unknown}; available: {available}")
         available = list(methods)
 
-    comparison = pd.DataFrame({OURS: list(table["AUROC"])}, index=pd.Index(table["row"], name="row"))
+    comparison = pd.DataFrame(
+        {OURS: list(table["AUROC"])}, index=pd.Index(table["row"], name="row")
+    )
     for method in available:
         published = reference[reference["method"] == method]
         source = published["source"].iloc[0]
         cells = []
         for _, row in table.iterrows():
             match = published[_matches(published, row)]
-            cells.append(_format(match["auroc_mean"].iloc[0], match["auroc_std"].iloc[0]) if len(match) else "—")
+            cells.append(
+                _format(match["auroc_mean"].iloc[0], match["auroc_std"].iloc[0])
+                if len(match)
+                else "—"
+            )
         comparison[f"{method} [{source}]"] = cells
-    shown = reference[reference["method"].isin(available)]
-    comparison.attrs["sources"] = dict(zip(shown["source"], shown["citation"]))
+    listed = reference[reference["method"].isin(available)]
+    comparison.attrs["sources"] = dict(zip(listed["source"], listed["citation"]))
     return comparison
 
 
@@ -200,7 +222,9 @@ def plot_paper_table(
         raise ValueError(f"metric must be 'auroc' or 'aupr', got {metric!r}")
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(table)), 4.0))
-    series = [(OURS, table[f"{metric}_mean"].to_numpy(float), table[f"{metric}_std"].to_numpy(float))]
+    series = [
+        (OURS, table[f"{metric}_mean"].to_numpy(float), table[f"{metric}_std"].to_numpy(float))
+    ]
     if dataset is not None and metric == "auroc":
         reference = reference_table(dataset)
         for method in methods:
@@ -210,7 +234,9 @@ def plot_paper_table(
                 match = published[_matches(published, row)]
                 means.append(match["auroc_mean"].iloc[0] if len(match) else np.nan)
                 stds.append(match["auroc_std"].iloc[0] if len(match) else np.nan)
-            series.append((f"{method} [{published['source'].iloc[0]}]", np.array(means), np.array(stds)))
+            series.append(
+                (f"{method} [{published['source'].iloc[0]}]", np.array(means), np.array(stds))
+            )
 
     positions = np.arange(len(table))
     width = 0.8 / len(series)
@@ -219,7 +245,9 @@ def plot_paper_table(
         ax.bar(offset, means, width, label=label)
         # Whiskers only where a std exists: one seed, or a source without std, gives none.
         known = np.isfinite(stds) & np.isfinite(means)
-        ax.errorbar(offset[known], means[known], yerr=stds[known], fmt="none", ecolor="black", capsize=3)
+        ax.errorbar(
+            offset[known], means[known], yerr=stds[known], fmt="none", ecolor="black", capsize=3
+        )
     ax.set_xticks(positions, table["row"], rotation=20, ha="right")
     ax.set_ylabel(f"{metric.upper()} (mean ± std over seeds)")
     ax.set_ylim(0.0, 1.0)
@@ -232,7 +260,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); rerun that run or delete its folder") from error
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); rerun that run or delete its folder"
+        ) from error
 
 
 def _metric_entries(metrics: dict[str, Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
@@ -262,24 +292,39 @@ def _extras_label(row: pd.Series, extras: list[str]) -> str:
 
 
 def _summary_row(
-    group: pd.DataFrame, setting: str, n_anomaly: Any, known_class: str | None, extras: list[str], extras_label: str
+    group: pd.DataFrame,
+    setting: str,
+    n_anomaly: Any,
+    known_class: str | None,
+    extras: list[str],
+    extras_label: str,
 ) -> dict[str, Any]:
     label = f"{setting} {n_anomaly}-shot" + (f", {known_class} known" if known_class else "")
-    return _stats_row(group, group["seed"], label, setting, n_anomaly, known_class, extras, extras_label)
+    return _stats_row(
+        group, group["seed"], label, setting, n_anomaly, known_class, extras, extras_label
+    )
 
 
-def _hard_mean_row(group: pd.DataFrame, n_anomaly: Any, extras: list[str], extras_label: str) -> dict[str, Any] | None:
+def _hard_mean_row(
+    group: pd.DataFrame, n_anomaly: Any, extras: list[str], extras_label: str
+) -> dict[str, Any] | None:
     classes = sorted(group["known_class"].dropna().unique())
     if len(classes) < 2:
         return None
-    per_seed = group.pivot_table(index="seed", columns="known_class", values=["auroc", "aupr"], aggfunc="mean")
+    per_seed = group.pivot_table(
+        index="seed", columns="known_class", values=["auroc", "aupr"], aggfunc="mean"
+    )
     complete = per_seed.dropna()
     dropped = sorted(set(per_seed.index) - set(complete.index))
     if dropped:
-        logger.warning("hard %s-shot mean leaves out seeds %s: not every known class ran", n_anomaly, dropped)
+        logger.warning(
+            "hard %s-shot mean leaves out seeds %s: not every known class ran", n_anomaly, dropped
+        )
     if complete.empty:
         return None
-    means = pd.DataFrame({"auroc": complete["auroc"].mean(axis=1), "aupr": complete["aupr"].mean(axis=1)})
+    means = pd.DataFrame(
+        {"auroc": complete["auroc"].mean(axis=1), "aupr": complete["aupr"].mean(axis=1)}
+    )
     means = means.reset_index()
     first = group.iloc[0]
     for name in extras:
@@ -317,13 +362,25 @@ def _stats_row(
 def _row_order(row: pd.Series) -> tuple:
     known = None if pd.isna(row["known_class"]) else row["known_class"]
     class_order = (1, "") if known == "mean" else (0, known or "")
-    return (_SETTING_ORDER.get(row["setting"], 2), row["setting"], -row["n_anomaly"], class_order, row["row"])
+    return (
+        _SETTING_ORDER.get(row["setting"], 2),
+        row["setting"],
+        -row["n_anomaly"],
+        class_order,
+        row["row"],
+    )
 
 
 def _matches(published: pd.DataFrame, row: pd.Series) -> pd.Series:
     known = row["known_class"]
-    same_class = published["known_class"].isna() if pd.isna(known) else published["known_class"] == known
-    return (published["setting"] == row["setting"]) & (published["n_anomaly"] == row["n_anomaly"]) & same_class
+    same_class = (
+        published["known_class"].isna() if pd.isna(known) else published["known_class"] == known
+    )
+    return (
+        (published["setting"] == row["setting"])
+        & (published["n_anomaly"] == row["n_anomaly"])
+        & same_class
+    )
 
 
 def _format(mean: float, std: float) -> str:

@@ -1,8 +1,8 @@
 """Run a grid of notebooks with papermill, in parallel on Dask or one after another.
 
 Each run gets its own folder under the batch folder. Before the notebook starts, the
-folder receives ``params.json`` (the parameters); papermill then writes the executed
-notebook there and the notebook writes ``metrics.json`` into the ``run_dir`` parameter
+folder receives ``params.json`` with the parameters. Papermill then writes the executed
+notebook there, and the notebook writes ``metrics.json`` into the ``run_dir`` parameter
 it receives. After the run, ``status.json`` records the outcome. A run whose
 ``metrics.json`` exists is skipped, so calling the batch again resumes it and retries
 failed runs. A failed run never stops the others. At the end the batch folder receives
@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from sclib.batch.grid import GridSpec, RunSpec
+from sclib.runs import atomic_write_json, write_csv_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # NOTE: the default gives each parallel run at least this many cores, because one CNN
-# training run keeps a few cores busy; pass `workers` to choose another split.
+# training run keeps a few cores busy. Pass `workers` to choose another split.
 MIN_CORES_PER_RUN = 4
 SUMMARY_COLUMNS = ["run", "status", "seconds", "error", "notebook", "params"]
 
@@ -115,8 +116,9 @@ def execute_run(
 ) -> RunResult:
     """Execute one notebook with papermill into its run folder and record the outcome.
 
-    Never raises for a failing notebook: the error goes into the returned RunResult and
-    into ``status.json``. Runs inside a Dask worker or in the calling process.
+    A failing notebook, a timeout or a dead kernel does not raise: the error goes into
+    the returned RunResult and into ``status.json``. Runs inside a Dask worker or in the
+    calling process.
 
     Args:
         run: Name and parameters; ``run_dir`` is added to the parameters.
@@ -134,7 +136,7 @@ def execute_run(
 
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write_json(folder / PARAMS_FILE, run.params)
+    atomic_write_json(folder / PARAMS_FILE, run.params)
     executed = folder / Path(notebook).name
     parameters = {**run.params, "run_dir": str(folder)}
     error = None
@@ -152,7 +154,8 @@ def execute_run(
                 timeout_func=_deadline_timeout(start, timeout) if timeout else None,
             )
     except PapermillExecutionError as failure:
-        error = f"{failure.ename}: {failure.evalue} (cell index {failure.cell_index} of {executed.name})"
+        location = f"cell index {failure.cell_index} of {executed.name}"
+        error = f"{failure.ename}: {failure.evalue} ({location})"
     except CellTimeoutError:
         error = f"timed out after {timeout:g} s"
     except Exception as failure:  # noqa: BLE001 - a failing run must not stop the batch
@@ -170,7 +173,7 @@ def execute_run(
         notebook=str(executed) if executed.is_file() else None,
         params=run.params,
     )
-    _atomic_write_json(folder / STATUS_FILE, asdict(result))
+    atomic_write_json(folder / STATUS_FILE, asdict(result))
     return result
 
 
@@ -209,17 +212,27 @@ def run_batch(
     pending = [run for run in runs if not (spec.run_dir(run) / METRICS_FILE).is_file()]
     pending_names = {run.name for run in pending}
     results = {
-        run.name: RunResult(run.name, "skipped", 0.0, None, _existing_notebook(spec, run), run.params)
+        run.name: RunResult(
+            run.name, "skipped", 0.0, None, _existing_notebook(spec, run), run.params
+        )
         for run in runs
         if run.name not in pending_names
     }
-    logger.info("batch %s: %d runs, %d to run, %d skipped", spec.output, len(runs), len(pending), len(results))
+    logger.info(
+        "batch %s: %d runs, %d to run, %d skipped",
+        spec.output,
+        len(runs),
+        len(pending),
+        len(results),
+    )
 
     if pending:
         if local:
             threads = threads_per_run or available_cores()
             for run in pending:
-                results[run.name] = _log_result(execute_run(run, **_run_arguments(spec, run, threads)))
+                results[run.name] = _log_result(
+                    execute_run(run, **_run_arguments(spec, run, threads))
+                )
         else:
             for result in _run_on_dask(spec, pending, workers, scheduler, client, threads_per_run):
                 results[result.run] = result
@@ -232,15 +245,17 @@ def run_batch(
 def write_summary(summary: pd.DataFrame, batch_dir: str | Path) -> None:
     """Write a batch summary atomically as ``summary.csv`` and ``summary.json``.
 
-    In the CSV the ``params`` column holds JSON text; the JSON file keeps it as a mapping.
+    In the CSV the ``params`` column contains JSON text, and the JSON file keeps it as a
+    mapping.
     """
     batch_dir = Path(batch_dir)
     batch_dir.mkdir(parents=True, exist_ok=True)
-    records = summary.to_dict(orient="records")
-    _atomic_write_json(batch_dir / SUMMARY_JSON, records)
+    # Missing values become null, not NaN, so that strict JSON readers accept the file.
+    records = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")
+    atomic_write_json(batch_dir / SUMMARY_JSON, records)
     table = summary.copy()
     table["params"] = [json.dumps(params, sort_keys=True) for params in table["params"]]
-    _atomic_write_text(batch_dir / SUMMARY_CSV, table.to_csv(index=False))
+    write_csv_atomic(table, batch_dir / SUMMARY_CSV)
 
 
 def _run_on_dask(
@@ -289,14 +304,18 @@ def _run_on_dask(
 def _local_client(n_workers: int) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
-    # Bound to the loopback interface, with no dashboard, so nothing listens on the network.
-    with LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as cluster, Client(cluster) as client:
+    # Scheduler, workers and the scheduler's HTTP server (dashboard) bind to the loopback
+    # interface only. Port 0 picks a free HTTP port, so several batches can run at once.
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -324,7 +343,13 @@ def _log_result(result: RunResult) -> RunResult:
     if result.status == "ok":
         logger.info("run %s ok in %.1f s", result.run, result.seconds)
     else:
-        logger.error("run %s failed after %.1f s: %s (notebook: %s)", result.run, result.seconds, result.error, result.notebook)
+        logger.error(
+            "run %s failed after %.1f s: %s (notebook: %s)",
+            result.run,
+            result.seconds,
+            result.error,
+            result.notebook,
+        )
     return result
 
 
@@ -375,13 +400,3 @@ def _thread_environment(threads: int | None) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -16,9 +16,10 @@ A grid file names one notebook and the parameters to run it with::
 Every combination of ``grid``, plus every entry of ``cases``, runs once per seed. A case
 may pin one ``seed`` of its own and then runs only with that seed. The run folder name
 joins the varying parameters in the order the file lists them, seed last, for example
-``setting=general__n_anomaly=10__seed=0``; reordering keys in the file renames the runs.
-Relative paths resolve against the current directory, which is also the directory the
-notebook kernels start in.
+``setting=general__n_anomaly=10__seed=0``. Reordering keys in the file renames the runs.
+Relative paths resolve against the project root (the source checkout that holds
+``pyproject.toml``, else the current directory), as everywhere in sclib; the notebook
+kernels start in that folder too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,19 @@ from typing import Any
 
 import yaml
 
-ALLOWED_KEYS = ("notebook", "output", "fixed", "grid", "cases", "seeds", "kernel", "timeout", "workers")
+from sclib.paths import project_root
+
+ALLOWED_KEYS = (
+    "notebook",
+    "output",
+    "fixed",
+    "grid",
+    "cases",
+    "seeds",
+    "kernel",
+    "timeout",
+    "workers",
+)
 REQUIRED_KEYS = ("notebook", "output", "seeds")
 # Parameters the batch runner sets itself: a grid file must not set them.
 RESERVED_PARAMETERS = ("run_dir",)
@@ -76,7 +89,8 @@ class GridSpec:
         kernel: Jupyter kernel name passed to papermill.
         timeout: Wall-clock limit per run in seconds, or None for no limit.
         workers: Number of runs executed in parallel, or None to size it to the machine.
-        cwd: Directory the kernels start in and relative paths resolve against.
+        cwd: Directory the kernels start in and relative paths resolve against; the
+            project root by default.
         source: The YAML file the grid came from, or None for a mapping.
     """
 
@@ -89,7 +103,7 @@ class GridSpec:
     kernel: str = DEFAULT_KERNEL
     timeout: float | None = None
     workers: int | None = None
-    cwd: Path = field(default_factory=Path.cwd)
+    cwd: Path = field(default_factory=project_root)
     source: Path | None = None
 
     def runs(self) -> list[RunSpec]:
@@ -134,7 +148,8 @@ def parse_grid(
     Args:
         document: The mapping read from a grid file.
         source: File the mapping came from, used in error messages.
-        cwd: Directory relative paths resolve against; the current directory by default.
+        cwd: Directory relative paths resolve against and kernels start in; the project
+            root by default (see ``sclib.paths.project_root``).
         check_notebook: Raise FileNotFoundError when the notebook does not exist.
 
     Raises:
@@ -143,16 +158,19 @@ def parse_grid(
             expands to no run, or two runs get the same name.
     """
     where = str(source) if source is not None else "grid"
-    cwd = (Path.cwd() if cwd is None else Path(cwd)).resolve()
+    cwd = (project_root() if cwd is None else Path(cwd)).resolve()
     if not isinstance(document, dict):
-        raise GridError(f"{where}: expected a mapping of keys such as 'notebook' and 'grid', got {type(document).__name__}")
+        raise GridError(
+            f"{where}: expected a mapping of keys such as 'notebook' and 'grid', "
+            f"got {type(document).__name__}"
+        )
     _check_keys(document, where)
 
     notebook = _resolve(cwd, _require_text(document, "notebook", where))
     if check_notebook and not notebook.is_file():
         raise FileNotFoundError(
             f"{where}: notebook not found: {notebook} (relative paths resolve against {cwd}; "
-            "run from the repository root or give an absolute path)"
+            "give a path relative to that folder or an absolute path)"
         )
     output = _resolve(cwd, _require_text(document, "output", where))
 
@@ -161,7 +179,10 @@ def parse_grid(
     cases = _parse_cases(document.get("cases"), where)
     seeds = _parse_seeds(document["seeds"], where)
     if not grid and not cases:
-        raise GridError(f"{where}: the grid is empty: give 'grid' (parameter lists) or 'cases' (a list of mappings)")
+        raise GridError(
+            f"{where}: the grid is empty; give 'grid' (parameter lists) "
+            "or 'cases' (a list of mappings)"
+        )
     _check_overlaps(fixed, grid, cases, where)
 
     spec = GridSpec(
@@ -172,7 +193,9 @@ def parse_grid(
         seeds=seeds,
         fixed=fixed,
         kernel=_parse_kernel(document.get("kernel", DEFAULT_KERNEL), where),
-        timeout=_parse_positive(document.get("timeout"), "timeout", where, number_type=(int, float)),
+        timeout=_parse_positive(
+            document.get("timeout"), "timeout", where, number_type=(int, float)
+        ),
         workers=_parse_positive(document.get("workers"), "workers", where, number_type=(int,)),
         cwd=cwd,
         source=source,
@@ -187,7 +210,11 @@ def expand_runs(spec: GridSpec) -> list[RunSpec]:
     The order is seed-major (all combinations for the first seed, then the next seed),
     so a batch that stops early still covers every setting.
     """
-    combinations = [dict(zip(spec.grid, values)) for values in itertools.product(*spec.grid.values())] if spec.grid else []
+    combinations = (
+        [dict(zip(spec.grid, values)) for values in itertools.product(*spec.grid.values())]
+        if spec.grid
+        else []
+    )
     pinned: list[tuple[dict[str, Any], int]] = []
     for case in spec.cases:
         if "seed" in case:
@@ -212,7 +239,10 @@ def run_name(varying: dict[str, Any], seed: int) -> str:
     "mono"}`` with seed 1 gives ``setting=hard__known_class=mono__seed=1``. Characters
     outside ``A-Z a-z 0-9 . _ + -`` become ``-``.
     """
-    parts = [f"{key}={_UNSAFE_CHARACTERS.sub('-', _format_value(value))}" for key, value in varying.items()]
+    parts = [
+        f"{key}={_UNSAFE_CHARACTERS.sub('-', _format_value(value))}"
+        for key, value in varying.items()
+    ]
     parts.append(f"seed={seed}")
     return "__".join(parts)
 
@@ -236,7 +266,9 @@ def _check_keys(document: dict, where: str) -> None:
         if key not in ALLOWED_KEYS:
             close = difflib.get_close_matches(str(key), ALLOWED_KEYS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise GridError(f"{where}: unknown key '{key}'{hint}; allowed keys: {', '.join(ALLOWED_KEYS)}")
+            raise GridError(
+                f"{where}: unknown key '{key}'{hint}; allowed keys: {', '.join(ALLOWED_KEYS)}"
+            )
     for key in REQUIRED_KEYS:
         if key not in document:
             raise GridError(f"{where}: missing required key '{key}'")
@@ -256,17 +288,21 @@ def _resolve(cwd: Path, text: str) -> Path:
 
 def _check_parameter_name(name: Any, where: str, section: str) -> None:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-        raise GridError(f"{where}: parameter name {name!r} in '{section}' is not a valid Python identifier")
+        raise GridError(
+            f"{where}: parameter name {name!r} in '{section}' is not a valid Python identifier"
+        )
     if name in RESERVED_PARAMETERS:
-        raise GridError(f"{where}: '{section}' must not set '{name}': the batch runner sets it for each run")
+        raise GridError(
+            f"{where}: '{section}' must not set '{name}': the batch runner sets it for each run"
+        )
 
 
 def _check_scalar(value: Any, where: str, section: str, name: str) -> None:
     # Names are built from these values, so lists and mappings are rejected here.
     if value is not None and not isinstance(value, (str, int, float, bool)):
         raise GridError(
-            f"{where}: '{section}.{name}' value {value!r} must be a string, number, boolean or null; "
-            "put lists and mappings in 'fixed'"
+            f"{where}: '{section}.{name}' value {value!r} must be a string, number, "
+            "boolean or null; put lists and mappings in 'fixed'"
         )
 
 
@@ -274,7 +310,9 @@ def _parse_fixed(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise GridError(f"{where}: 'fixed' must be a mapping of parameter names to values, got {value!r}")
+        raise GridError(
+            f"{where}: 'fixed' must be a mapping of parameter names to values, got {value!r}"
+        )
     for name in value:
         _check_parameter_name(name, where, "fixed")
         if name == "seed":
@@ -286,7 +324,9 @@ def _parse_grid_lists(value: Any, where: str) -> dict[str, list[Any]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise GridError(f"{where}: 'grid' must be a mapping of parameter names to lists, got {value!r}")
+        raise GridError(
+            f"{where}: 'grid' must be a mapping of parameter names to lists, got {value!r}"
+        )
     grid = {}
     for name, values in value.items():
         _check_parameter_name(name, where, "grid")
@@ -314,7 +354,10 @@ def _parse_cases(value: Any, where: str) -> list[dict[str, Any]]:
     for index, case in enumerate(value):
         section = f"cases[{index}]"
         if not isinstance(case, dict) or not case:
-            raise GridError(f"{where}: '{section}' must be a non-empty mapping of parameter names to values, got {case!r}")
+            raise GridError(
+                f"{where}: '{section}' must be a non-empty mapping of parameter names "
+                f"to values, got {case!r}"
+            )
         for name, item in case.items():
             _check_parameter_name(name, where, section)
             if name == "seed":
@@ -359,7 +402,9 @@ def _check_overlaps(fixed: dict, grid: dict, cases: list[dict], where: str) -> N
     for index, case in enumerate(cases):
         for name in case:
             if name in fixed:
-                raise GridError(f"{where}: parameter '{name}' is in both 'fixed' and 'cases[{index}]'; keep one")
+                raise GridError(
+                    f"{where}: parameter '{name}' is in both 'fixed' and 'cases[{index}]'; keep one"
+                )
 
 
 def _check_unique_names(runs: list[RunSpec], where: str) -> None:
@@ -367,6 +412,7 @@ def _check_unique_names(runs: list[RunSpec], where: str) -> None:
     duplicates = sorted(name for name, count in counts.items() if count > 1)
     if duplicates:
         raise GridError(
-            f"{where}: {len(duplicates)} run name(s) occur more than once, for example '{duplicates[0]}'; "
-            "a case repeats a grid combination, or two values differ only in characters replaced by '-'"
+            f"{where}: {len(duplicates)} run name(s) occur more than once, for example "
+            f"'{duplicates[0]}'. Either a case repeats a grid combination, or two values "
+            "differ only in characters that names replace by '-'"
         )
