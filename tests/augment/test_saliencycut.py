@@ -150,3 +150,23 @@ def test_saliencycut_threshold_zero_takes_base_almost_everywhere(model):
     pseudo = LABELS == 2
     # only the pixels at the donor's minimum saliency (value 0) keep the donor
     assert augmented.pseudo_mask[pseudo].float().mean() > 0.95
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("generator_device", ["cpu", "cuda"])
+def test_saliencycut_runs_on_cuda(model, generator_device):
+    device = torch.device("cuda")
+    model = model.to(device)
+    batch = images().to(device)
+    labels = LABELS.to(device)
+    generator = torch.Generator(device=generator_device).manual_seed(0)
+    augmented = saliencycut(batch, labels, model, generator)
+
+    assert augmented.images.device.type == "cuda"
+    assert augmented.pseudo_mask.device.type == "cuda"
+    assert torch.equal(augmented.images[labels != 2], batch[labels != 2])
+    for row in (labels == 2).nonzero().flatten().tolist():
+        mask = augmented.pseudo_mask[row, 0]
+        donor = augmented.donor_index[row]
+        assert torch.equal(augmented.images[row][:, mask], batch[row][:, mask])
+        assert torch.equal(augmented.images[row][:, ~mask], batch[donor][:, ~mask])

@@ -92,3 +92,13 @@ def test_downsample_factor_one_returns_input():
 def test_downsample_rejects_zero_factor():
     with pytest.raises(ValueError, match="factor"):
         downsample(unit_images(), 0)
+
+
+@pytest.mark.gpu
+def test_random_rotate_on_cuda_matches_cpu():
+    images = unit_images()
+    expected, angles = random_rotate(images, torch.Generator().manual_seed(1))
+    actual, cuda_angles = random_rotate(images.cuda(), torch.Generator().manual_seed(1))
+    assert cuda_angles.device.type == "cuda"
+    assert torch.allclose(cuda_angles.cpu(), angles)
+    assert torch.allclose(actual.cpu(), expected, atol=1e-5)

@@ -105,3 +105,16 @@ def test_loss_reaches_backbone_and_both_heads(model):
         assert all(g is not None for g in gradients)
         assert sum(g.abs().sum() for g in gradients) > 0
 
+
+
+@pytest.mark.gpu
+def test_cuda_bfloat16_channels_last_close_to_float32(model):
+    device = torch.device("cuda")
+    model = model.to(device).eval()
+    batch = images().to(device)
+    expected = model(batch)
+    model = model.to(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        actual = model(batch.contiguous(memory_format=torch.channels_last))
+    assert torch.isfinite(actual.score).all()
+    assert torch.allclose(actual.score.float(), expected.score, atol=0.1, rtol=0.05)
