@@ -4,7 +4,7 @@
 a time instead, and look at the result of each:
 
 1. :func:`prepare_data`: discover the images, draw the open-set split, subsample it when
-   the config asks for it, and decode the images into uint8 caches.
+   ``max_train_normal`` or ``max_test`` is set, and decode the images into uint8 caches.
 2. :func:`fit`: build the two-head model and train it.
 3. :func:`evaluate_run`: score the test images and compute AUROC and AUPR overall, per
    class, and for seen and unseen classes.
@@ -105,7 +105,7 @@ class RunResult:
         run_dir: the run folder, or None when nothing was written.
         config: the resolved config.
         data: split and image caches.
-        model: the trained model (on the training device, in eval mode after scoring).
+        model: the trained model, on the training device.
         history: one row per training step, see ``sclib.train.HISTORY_COLUMNS``.
         scores: one row per test image with the columns of ``SCORE_COLUMNS``.
         metrics: output of ``sclib.metrics.evaluate``.
@@ -389,7 +389,7 @@ def run_experiment(
         A :class:`RunResult`; ``result.run_dir`` is the folder written.
 
     Raises:
-        ValueError: when the run folder lies inside ``data_root`` or already holds a run.
+        ValueError: when the run folder lies inside ``data_root`` or already contains a run.
     """
     started = time.perf_counter()
     data_root = Path(data_root).expanduser().resolve()

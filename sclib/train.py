@@ -11,8 +11,10 @@ cache. Every step works on the training device, without a data loader:
    Adam step. The learning rate follows StepLR once per epoch.
 
 Losses stay on the device as tensors and are copied to the host only every
-``config.log_every`` steps, so the device never waits for Python in between. The loop
-records one row per step in a :data:`History` DataFrame, which ``sclib.viz`` plots.
+``config.log_every`` steps, so the loop adds no host-device synchronisation between log
+points. (The augmentations synchronise once or twice per step, because the number of
+pseudo-anomaly bases varies from batch to batch.) The loop records one row per step in
+a :data:`History` DataFrame, which ``sclib.viz`` plots.
 
 :func:`score_images` scores a uint8 image tensor in eval mode.
 :func:`save_checkpoint` and :func:`load_checkpoint` store a model with its config.

@@ -109,6 +109,7 @@ def plot_score_histogram(
     """Plot score histograms of the normal images and of each defect class.
 
     Each histogram is normalised to unit area, so classes of different sizes compare.
+    Normal images are drawn as grey bars and each defect class as an outline.
 
     Args:
         scores: (N,) higher = more anomalous.
@@ -133,7 +134,11 @@ def plot_score_histogram(
         values = scores[groups == name]
         if values.size == 0:
             continue
-        axes.hist(values, bins=edges, density=True, alpha=0.5, label=f"{name} (n={values.size})")
+        label = f"{name} (n={values.size})"
+        if name == "normal":
+            axes.hist(values, bins=edges, density=True, color="0.75", label=label)
+        else:
+            axes.hist(values, bins=edges, density=True, histtype="step", lw=1.8, label=label)
     axes.set(xlabel="score (higher = more anomalous)", ylabel="density", title=title)
     axes.legend(fontsize="small")
     return figure
@@ -219,8 +224,8 @@ def _split_batch(images) -> list[np.ndarray]:
 
 
 def _is_batch_of_grey(array: np.ndarray) -> bool:
-    # (B, H, W) with B other than 1 or 3 is a batch of grey images; (3, H, W) and
-    # (H, W, 3) are one colour image.
+    # (B, H, W) with B other than 1 or 3 is a batch of grey images. Shapes (3, H, W)
+    # and (H, W, 3) are one colour image.
     return array.ndim == 3 and array.shape[0] not in (1, 3) and array.shape[-1] not in (1, 3)
 
 

@@ -220,13 +220,13 @@ def test_prepare_data_subsamples_with_both_classes(tiny_mvtec, tmp_path):
 
 
 def test_prepare_data_subsample_depends_on_seed(tiny_mvtec, tmp_path):
-    def kept(seed):
+    def kept_names(seed):
         config = _config(max_train_normal=3, seed=seed)
         data = prepare_data(config, tiny_mvtec, cache_dir=tmp_path / "cache")
         return [record.path.name for record in data.train_records[:3]]
 
-    assert kept(0) == kept(0)
-    assert any(kept(0) != kept(seed) for seed in (1, 2, 3))
+    assert kept_names(0) == kept_names(0)
+    assert any(kept_names(0) != kept_names(seed) for seed in (1, 2, 3))
 
 
 def test_prepare_data_rejects_test_set_without_anomalies(tiny_mvtec, tmp_path):
