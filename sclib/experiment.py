@@ -52,8 +52,8 @@ from sclib.utils import autocast_dtype, resolve_device
 logger = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ("path", "label", "defect_class", "role", "score", "normal_score", "anomaly_score")
-# Files that mark a folder as a finished or running run; a new run never overwrites them.
-_RUN_MARKERS = ("config.json", "metrics.json")
+# Written last, so its presence marks a finished run (the batch runner relies on it).
+METRICS_FILE = "metrics.json"
 
 
 @dataclass
@@ -109,7 +109,8 @@ class RunResult:
         history: one row per training step, see ``sclib.train.HISTORY_COLUMNS``.
         scores: one row per test image with the columns of ``SCORE_COLUMNS``.
         metrics: output of ``sclib.metrics.evaluate``.
-        timing: seconds per phase: ``prepare_s``, ``train_s``, ``score_s`` and ``total_s``.
+        timing: seconds per phase: ``prepare_s``, ``train_s``, ``score_s``, and
+            ``total_s`` from the start to the end of scoring (writing files excluded).
     """
 
     run_dir: Path | None
@@ -327,6 +328,8 @@ def evaluate_run(
 def write_outputs(result: RunResult, run_dir: str | Path | None = None) -> Path:
     """Write every file of a run into its run folder and return the folder.
 
+    ``metrics.json`` is written last, so a folder that contains it is complete.
+
     Args:
         result: the run to write.
         run_dir: target folder; ``result.run_dir`` when None. It must exist.
@@ -342,7 +345,6 @@ def write_outputs(result: RunResult, run_dir: str | Path | None = None) -> Path:
     write_csv_atomic(result.data.manifest, run_dir / "manifest.csv")
     write_csv_atomic(result.history, run_dir / "history.csv")
     write_csv_atomic(result.scores, run_dir / "scores.csv")
-    atomic_write_json(run_dir / "metrics.json", result.metrics)
     save_checkpoint(run_dir / "model.pt", result.model, result.config)
 
     labels = result.scores["label"].to_numpy()
@@ -358,6 +360,7 @@ def write_outputs(result: RunResult, run_dir: str | Path | None = None) -> Path:
         save_figure_atomic(figure, run_dir / name)
 
     _write_run_config(run_dir, result.config, result.data.data_root, result.timing, "finished")
+    atomic_write_json(run_dir / METRICS_FILE, result.metrics)
     logger.info("run written to %s", run_dir)
     return run_dir
 
@@ -381,15 +384,17 @@ def run_experiment(
         name: run folder prefix; the name of ``data_root`` when None.
         progress: show progress bars.
         run_dir: an existing or new folder to write into instead of a new folder under
-            ``run_parent``. It must not contain ``config.json`` or ``metrics.json``
-            from an earlier run.
+            ``run_parent``. It must not contain a finished run (``metrics.json``). The
+            files of an unfinished run there are replaced, so a failed run can be
+            retried in its folder.
         cache_dir: decoded-image cache folder, see :func:`prepare_data`.
 
     Returns:
         A :class:`RunResult`; ``result.run_dir`` is the folder written.
 
     Raises:
-        ValueError: when the run folder lies inside ``data_root`` or already contains a run.
+        ValueError: when the run folder lies inside ``data_root`` or already contains a
+            finished run.
     """
     started = time.perf_counter()
     data_root = Path(data_root).expanduser().resolve()
@@ -415,11 +420,10 @@ def run_experiment(
         "prepare_s": prepared - started,
         "train_s": trained - prepared,
         "score_s": scored - trained,
+        "total_s": scored - started,
     }
     result = RunResult(run_dir, config, data, model, history, scores, metrics, timing)
     write_outputs(result)
-    timing["total_s"] = time.perf_counter() - started
-    _write_run_config(run_dir, config, data_root, timing, "finished")
     return result
 
 
@@ -436,12 +440,13 @@ def _open_run_dir(
 
     run_dir = Path(run_dir).expanduser()
     _check_outside_data(run_dir, data_root)
-    existing = [marker for marker in _RUN_MARKERS if (run_dir / marker).exists()]
-    if existing:
+    if (run_dir / METRICS_FILE).exists():
         raise ValueError(
-            f"run folder {run_dir} already contains {existing} from an earlier run; pass "
-            "run_dir=None to get a new folder."
+            f"run folder {run_dir} already contains the {METRICS_FILE} of a finished run; "
+            "pass run_dir=None to get a new folder, or delete that file to run again."
         )
+    if (run_dir / "config.json").exists():
+        logger.warning("replacing the files of an unfinished run in %s", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 

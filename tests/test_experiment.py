@@ -197,10 +197,30 @@ def test_finished_run_dir_is_not_overwritten(tiny_mvtec, tmp_path):
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text("{}")
 
-    with pytest.raises(ValueError, match="already contains"):
+    with pytest.raises(ValueError, match="metrics.json of a finished run"):
         run_experiment(_config(), tiny_mvtec, run_dir=run_dir, cache_dir=tmp_path / "cache")
 
     assert (run_dir / "metrics.json").read_text() == "{}"
+
+
+def test_unfinished_run_dir_is_reused(tiny_mvtec, tmp_path):
+    run_dir = tmp_path / "failed-run"
+    (run_dir / "notebooks").mkdir(parents=True)
+    (run_dir / "config.json").write_text('{"status": "running"}')
+
+    result = run_experiment(
+        _config(steps_per_epoch=1),
+        tiny_mvtec,
+        run_dir=run_dir,
+        progress=False,
+        cache_dir=tmp_path / "cache",
+    )
+
+    record = json.loads((run_dir / "config.json").read_text())
+    assert result.run_dir == run_dir
+    assert record["status"] == "finished"
+    assert (run_dir / "metrics.json").is_file()
+    assert (run_dir / "notebooks").is_dir()
 
 
 def test_prepare_data_subsamples_with_both_classes(tiny_mvtec, tmp_path):
@@ -235,3 +255,20 @@ def test_prepare_data_rejects_test_set_without_anomalies(tiny_mvtec, tmp_path):
 
     with pytest.raises(ValueError, match="0 anomalies"):
         prepare_data(config, tiny_mvtec, cache_dir=tmp_path / "cache")
+
+
+def test_failed_run_leaves_no_metrics(tiny_mvtec, tmp_path, monkeypatch):
+    def failing_fit(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("sclib.experiment.fit", failing_fit)
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_experiment(
+            _config(), tiny_mvtec, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache"
+        )
+
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["status"] == "running"
+    assert (tmp_path / "run" / "manifest.csv").is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists()
