@@ -67,9 +67,8 @@ def test_sampled_reference_follows_generator():
 
 def test_sampled_loss_uses_drawn_reference():
     mean, std = reference_statistics("sampled", torch.Generator().manual_seed(1))
-    loss = deviation_loss(
-        torch.tensor([2.0]), torch.tensor([0.0]), "sampled", generator=torch.Generator().manual_seed(1)
-    )
+    generator = torch.Generator().manual_seed(1)
+    loss = deviation_loss(torch.tensor([2.0]), torch.tensor([0.0]), "sampled", generator=generator)
     assert loss.item() == pytest.approx(((2.0 - mean) / std).abs().item())
 
 

@@ -55,8 +55,9 @@ def cutpaste(
     source = Boxes(source_top, source_left, target.height, target.width)
     masks = box_masks(target, image_height, image_width, device)  # (N, 1, H, W)
 
-    # NOTE: published CutPaste also jitters the colour of the patch. This version copies
-    # the patch unchanged, so a pseudo anomaly differs from its image only in layout.
+    # NOTE: the patch is copied without colour jitter, so a pseudo anomaly differs from
+    # its image only in layout.
+
     # each target pixel reads the source pixel at the same offset inside its rectangle
     pixel_rows = torch.arange(image_height, device=device).view(1, -1, 1)
     pixel_cols = torch.arange(image_width, device=device).view(1, 1, -1)

@@ -34,11 +34,12 @@ def input_saliency(
 
     The gradient is that of ``B * loss_fn(model(images), labels)`` with respect to the
     input images only. With a batch-mean loss such as ``two_head_loss``, each image's
-    map is then the gradient of its own loss, whatever the batch size. ``torch.autograd.grad`` with the images as its only input computes no
-    parameter gradient and leaves every ``.grad`` untouched. The model runs in eval mode,
-    so batch norm uses and keeps its running statistics, and each image's saliency does
-    not depend on the rest of the batch. The train/eval flag of every submodule is
-    restored afterwards.
+    map is then the gradient of its own loss, whatever the batch size.
+    ``torch.autograd.grad`` with the images as its only input computes no parameter
+    gradient and leaves every ``.grad`` untouched. The model runs in eval mode, so batch
+    norm uses and keeps its running statistics, and each image's saliency does not depend
+    on the rest of the batch. The train/eval flag of every submodule is restored
+    afterwards.
 
     Args:
         model: maps images (B, 3, H, W) to an output that ``loss_fn`` accepts.

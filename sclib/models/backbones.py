@@ -3,8 +3,8 @@
 ``build_backbone(name)`` returns a module that maps normalised images (B, 3, H, W) to a
 feature map (B, C, h, w), and a ``BackboneSpec``. The spec contains what a caller needs
 to feed the module: channel count C, stride H / h, the input side of the pretrained
-weights, and the normalisation mean and std. Notebooks and the training loop read mean and std from the
-spec and never hard-code ImageNet statistics.
+weights, and the normalisation mean and std. Notebooks and the training loop read mean
+and std from the spec and never hard-code ImageNet statistics.
 
 Registered backbones:
 

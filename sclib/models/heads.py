@@ -68,17 +68,19 @@ def draw_offsets(side: int, generator: torch.Generator | None = None) -> tuple[i
     """Draw the four diagonal offsets (i1, i2, i3, i4) for a feature map of side ``side``.
 
     With at least four offsets available, the four are distinct: the first four entries
-    of ``torch.randperm`` on the CPU generator ``generator`` (the global RNG when None).
+    of ``torch.randperm`` drawn from ``generator`` (the global CPU RNG when None).
 
     Args:
         side: feature-map side s.
-        generator: a CPU ``torch.Generator``, or None for the global RNG.
+        generator: a ``torch.Generator`` on any device, or None for the global RNG. A CUDA
+            generator makes each draw wait for the GPU, because the offsets are Python ints.
 
     Returns:
         Four offsets in [0, s - k].
     """
     _, n_offsets = block_geometry(side)
-    order = torch.randperm(n_offsets, generator=generator).tolist()
+    device = generator.device if generator is not None else "cpu"
+    order = torch.randperm(n_offsets, generator=generator, device=device).tolist()
     if n_offsets >= N_BLOCKS:
         return tuple(order[:N_BLOCKS])
 
@@ -101,7 +103,7 @@ class AnomalyHead(nn.Module):
 
     Offsets:
         - Train mode: one draw of four offsets per forward pass from ``self.generator``
-          (a CPU ``torch.Generator``; the global RNG when None), see ``draw_offsets``.
+          (the global RNG when None), see ``draw_offsets``.
         - Eval mode: deterministic. For each feature-map side, ``eval_draws`` offset
           tuples are drawn once from a CPU generator seeded with 0 and cached. The score
           is the mean over those draws of the per-draw score, and ``patch_scores`` is
@@ -112,8 +114,8 @@ class AnomalyHead(nn.Module):
         channels: channel count C of the feature map.
         top_fraction: share of the k * k cells averaged into the image score.
         eval_draws: number of fixed offset draws averaged in eval mode.
-        generator: CPU generator for the train-mode draws (settable later as
-            ``head.generator``).
+        generator: generator for the train-mode draws, preferably on the CPU (settable
+            later as ``head.generator``).
     """
 
     def __init__(

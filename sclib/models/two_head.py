@@ -51,7 +51,7 @@ class TwoHeadModel(nn.Module):
         n_scales: number of scales, >= 1. The SaliencyCut paper uses 2.
         top_fraction: passed to ``AnomalyHead``.
         eval_draws: passed to ``AnomalyHead``.
-        generator: CPU generator for the anomaly head's train-mode offset draws.
+        generator: generator for the anomaly head's train-mode offset draws.
     """
 
     def __init__(

@@ -174,7 +174,9 @@ def test_non_square_map_uses_shorter_side():
     assert output.patch_scores.shape == (2, 1, 4, 4)
 
 
-@pytest.mark.parametrize(("cells", "top_fraction", "n_top"), [(64, 0.1, 6), (9, 0.1, 1), (1, 0.1, 1)])
+@pytest.mark.parametrize(
+    ("cells", "top_fraction", "n_top"), [(64, 0.1, 6), (9, 0.1, 1), (1, 0.1, 1), (16, 0.5, 8)]
+)
 def test_top_mean_averages_top_cells(cells, top_fraction, n_top):
     head = make_head(top_fraction=top_fraction)
     side = int(cells**0.5)
