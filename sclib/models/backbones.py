@@ -52,11 +52,10 @@ RESNET18_URL = "https://download.pytorch.org/models/" + RESNET18_FILENAME
 # after honeycomb. Both put palace in the top 5 of china.jpg (a temple).
 EFFICIENTNET_LITE0_TIMM_ARCH = "tf_efficientnet_lite0"
 
-# NOTE: EfficientNet-Lite was trained on inputs scaled as (pixel - 127) / 128, which is
-# mean 0.5, std 0.5 on [0, 1] pixels, not the ImageNet statistics. With mean = std = 0.5
-# the first convolution's output statistics on the sample photos match the stored
-# batch-norm running statistics (variance ratio 1.25), while ImageNet normalisation
-# gives a variance ratio of 6.2.
+# NOTE: these weights expect pixels in [0, 1] normalised with mean 0.5 and std 0.5, not
+# the ImageNet statistics. On the sample photos, the stem convolution's output variance
+# with mean = std = 0.5 is 1.25 times the stored batch-norm running variance (median
+# over channels); with ImageNet normalisation it is 6.2 times.
 EFFICIENTNET_LITE_MEAN = (0.5, 0.5, 0.5)
 EFFICIENTNET_LITE_STD = (0.5, 0.5, 0.5)
 
