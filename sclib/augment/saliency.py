@@ -106,6 +106,8 @@ def bspline_upsample(grid_values: torch.Tensor, spacing: int, order: int = 2) ->
     cropped, so the borders are covered by as many splines as the interior: a constant
     grid gives the same constant everywhere.
     """
+    # NOTE: a plain transposed convolution would fade the outer cells, because fewer
+    # splines overlap there, and shift the map by half a spline; pad and crop avoid both.
     pad_cells = (order + 1) // 2
     padded = F.pad(grid_values, (pad_cells,) * 4, mode="replicate")
     kernel = bspline_kernel_2d(spacing, order).to(grid_values)
