@@ -243,3 +243,19 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
 def test_load_checkpoint_reports_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.gpu
+def test_train_and_score_on_cuda(cache):
+    images, labels = cache
+    config = _config(device="cuda", precision="auto", log_every=1)
+    model = _model(config)
+
+    history = train(model, images, labels, config, progress=False)
+    output = score_images(model, images, device="cuda", precision="auto")
+
+    assert all(math.isfinite(value) for value in history["loss"])
+    assert history["images_per_s"].gt(0).all()
+    assert next(model.parameters()).device.type == "cuda"
+    assert output.score.device.type == "cpu"
+    assert torch.isfinite(output.score).all()
