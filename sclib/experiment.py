@@ -368,10 +368,11 @@ def write_outputs(result: RunResult, run_dir: str | Path | None = None) -> Path:
 def run_experiment(
     config: Config,
     data_root: str | Path,
+    run_dir: str | Path | None = None,
+    *,
     run_parent: str | Path | None = None,
     name: str | None = None,
     progress: bool = True,
-    run_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> RunResult:
     """Split, cache, train, score and evaluate, and write the run folder.
@@ -379,14 +380,14 @@ def run_experiment(
     Args:
         config: the run configuration, for example ``get_profile("quick")``.
         data_root: the subset folder that contains ``train/`` and ``test/``.
-        run_parent: parent of the new run folder; None uses ``$SCLIB_RUNS_DIR`` or
-            ``<project>/runs``.
+        run_dir: an existing or new folder to write into, such as the folder papermill
+            passes to a notebook. It must not contain a finished run (``metrics.json``).
+            The files of an unfinished run there are replaced, so a failed run can be
+            retried in its folder. None creates a new folder under ``run_parent``.
+        run_parent: parent of the new run folder when ``run_dir`` is None; None uses
+            ``$SCLIB_RUNS_DIR`` or ``<project>/runs``.
         name: run folder prefix; the name of ``data_root`` when None.
         progress: show progress bars.
-        run_dir: an existing or new folder to write into instead of a new folder under
-            ``run_parent``. It must not contain a finished run (``metrics.json``). The
-            files of an unfinished run there are replaced, so a failed run can be
-            retried in its folder.
         cache_dir: decoded-image cache folder, see :func:`prepare_data`.
 
     Returns:

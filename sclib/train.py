@@ -73,8 +73,8 @@ CHECKPOINT_FORMAT = 1
 
 def train(
     model: TwoHeadModel,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
     config: Config,
     progress: bool = True,
     callback: Callable[[History], None] | None = None,
@@ -84,9 +84,10 @@ def train(
     Args:
         model: a two-head model with a ``spec`` (mean and std for normalisation). It is
             moved to ``config.device`` and stays there, in train mode.
-        images: uint8 (N, 3, S, S) with S = ``config.image_size``, for example from
-            ``sclib.data.build_image_cache``. The whole tensor is copied to the device.
-        labels: (N,) 0 for the unlabelled normal images, 1 for labelled anomalies.
+        train_images: uint8 (N, 3, S, S) with S = ``config.image_size``, for example
+            from ``sclib.data.build_image_cache``. The whole tensor is copied to the
+            device.
+        train_labels: (N,) 0 for the unlabelled normal images, 1 for labelled anomalies.
         config: schedule, augmentation, device and precision settings.
         progress: show a tqdm progress bar.
         callback: called after every log point with the history so far, for example
@@ -100,7 +101,8 @@ def train(
             there are no normal images.
         FloatingPointError: when the loss becomes NaN or infinite; lower ``config.lr``.
     """
-    labels = torch.as_tensor(labels)
+    images = train_images
+    labels = torch.as_tensor(train_labels)
     _check_training_data(images, labels, config.image_size)
     device = resolve_device(config.device)
     dtype = autocast_dtype(device, config.precision)

@@ -211,7 +211,7 @@ def test_unfinished_run_dir_is_reused(tiny_mvtec, tmp_path):
     result = run_experiment(
         _config(steps_per_epoch=1),
         tiny_mvtec,
-        run_dir=run_dir,
+        run_dir,
         progress=False,
         cache_dir=tmp_path / "cache",
     )
