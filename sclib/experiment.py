@@ -353,7 +353,7 @@ def write_outputs(result: RunResult, run_dir: str | Path | None = None) -> Path:
     figures = {
         "roc.png": viz.plot_roc(labels, scores, classes),
         "pr.png": viz.plot_pr(labels, scores, classes),
-        "score_hist.png": viz.plot_score_histogram(scores, labels, classes),
+        "score_hist.png": viz.plot_score_histogram(labels, scores, classes),
         "history.png": viz.plot_history(result.history),
     }
     for name, figure in figures.items():

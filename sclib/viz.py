@@ -7,7 +7,8 @@ a notebook when they are the last value of a cell. Save one with
 ``sclib.runs.save_figure_atomic``.
 
 Scores follow the package convention: higher means more anomalous. Labels are 0 for
-normal and 1 for anomaly.
+normal and 1 for anomaly. The curve and histogram functions take ``(labels, scores)`` in
+that order, like scikit-learn.
 """
 
 from __future__ import annotations
@@ -30,10 +31,21 @@ def _to_numpy(values) -> np.ndarray:
     return np.asarray(values)
 
 
+def _labels_and_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    labels = _to_numpy(labels).reshape(-1)
+    scores = _to_numpy(scores).astype(float).reshape(-1)
+    invalid = set(np.unique(labels).tolist()) - {0, 1}
+    if invalid:
+        shown = sorted(invalid)[:5]
+        raise ValueError(
+            f"labels must be 0 or 1, found {shown}; pass (labels, scores) in that order."
+        )
+    return labels.astype(int), scores
+
+
 def _curve_subsets(labels, scores, defect_classes):
     """Yield ``(name, labels, scores)``: all anomalies, then normals against each class."""
-    labels = _to_numpy(labels).astype(int).reshape(-1)
-    scores = _to_numpy(scores).astype(float).reshape(-1)
+    labels, scores = _labels_and_scores(labels, scores)
     yield _ALL_LABEL, labels, scores
     if defect_classes is None:
         return
@@ -100,8 +112,8 @@ def plot_pr(
 
 
 def plot_score_histogram(
-    scores,
     labels,
+    scores,
     defect_classes: Sequence[str] | None = None,
     bins: int = 30,
     title: str = "Anomaly scores",
@@ -112,14 +124,13 @@ def plot_score_histogram(
     Normal images are drawn as grey bars and each defect class as an outline.
 
     Args:
-        scores: (N,) higher = more anomalous.
         labels: (N,) 0 normal, 1 anomaly.
+        scores: (N,) higher = more anomalous.
         defect_classes: (N,) class names; without them all anomalies form one group.
         bins: number of bins shared by all groups.
         title: axes title.
     """
-    scores = _to_numpy(scores).astype(float).reshape(-1)
-    labels = _to_numpy(labels).astype(int).reshape(-1)
+    labels, scores = _labels_and_scores(labels, scores)
     if defect_classes is None:
         groups = np.where(labels == 0, "normal", "anomaly").astype(object)
     else:
