@@ -11,6 +11,9 @@ from PIL import Image
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+# Notebooks under fixtures/ are inputs of the batch tests, not notebooks for nbval.
+collect_ignore_glob = ["fixtures/*.ipynb"]
+
 
 def _write_image(path: Path, rng: np.random.Generator, size: int, bright_square: bool) -> None:
     pixels = rng.integers(90, 140, size=(size, size, 3), dtype=np.uint8)
