@@ -18,9 +18,10 @@ An image ``x`` has a binary latent ``y`` (0 normal, 1 anomaly) and joint log-ter
 Deviation-trained heads are margin scores, not log-densities. ``fit_calibration`` maps
 them to log-joint estimates on held-out validation data and records which samples it saw.
 
-Every function here takes NumPy arrays or torch tensors of shape (N,) (any shape that
-broadcasts works) and returns the same kind. When the inputs mix kinds, the result is a
-tensor. Python floats and lists are treated as NumPy arrays.
+The bound functions (``one_head_bound`` to ``elbo``) and ``Calibration.transform`` take
+NumPy arrays or torch tensors of shape (N,), or any shapes that broadcast, and return the
+same kind. When the inputs mix kinds, the result is a tensor. Python floats and lists are
+treated as NumPy arrays. ``likelihood_bounds`` returns a pandas DataFrame.
 """
 
 from __future__ import annotations
