@@ -36,9 +36,9 @@ def _labels_and_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     scores = _to_numpy(scores).astype(float).reshape(-1)
     invalid = set(np.unique(labels).tolist()) - {0, 1}
     if invalid:
-        shown = sorted(invalid)[:5]
+        examples = sorted(invalid)[:5]
         raise ValueError(
-            f"labels must be 0 or 1, found {shown}; pass (labels, scores) in that order."
+            f"labels must be 0 or 1, found {examples}; pass (labels, scores) in that order."
         )
     return labels.astype(int), scores
 
