@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from sclib.paths import project_root, resolve_path, runs_dir
+from sclib.paths import project_root, runs_dir
 
 logger = logging.getLogger("sclib.demo")
 
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-root",
         default="data/elpv",
-        help="folder for the ELPV data set in the MVTec AD layout (default: data/elpv)",
+        help="subset folder in the MVTec AD layout; data/elpv is built from the elpv-dataset "
+        "package when missing (default: data/elpv)",
     )
     parser.add_argument(
         "--notebooks",
@@ -90,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
-    from sclib.data import build_elpv
+    from sclib.notebook import prepare_data_root
     from sclib.runs import new_run_dir
 
     started = time.perf_counter()
-    data_root = build_elpv(resolve_path(args.data_root))
+    data_root = prepare_data_root(args.data_root)
     selection = args.notebooks.split(",") if args.notebooks else None
     notebooks = list_notebooks(project_root() / "notebooks", selection)
     run_dir = new_run_dir(runs_dir(), args.name or f"elpv-{args.profile}")

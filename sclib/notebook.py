@@ -23,7 +23,7 @@ ELPV_SUBSET = "elpv"
 
 @dataclass(frozen=True)
 class Session:
-    """What a notebook needs after its parameters cell.
+    """Resolved settings and folders of one notebook.
 
     Attributes:
         config: the resolved configuration (profile plus overrides).
@@ -48,7 +48,7 @@ def prepare_data_root(data_root: str | Path) -> Path:
     if path.is_dir():
         return path
     if path.name == ELPV_SUBSET:
-        logger.info("building ELPV in %s (once; about a minute)", path)
+        logger.info("building ELPV in %s (once, under a minute)", path)
         return build_elpv(path.parent)
     raise FileNotFoundError(
         f"data folder {path} does not exist. Pass data_root= a folder in the MVTec AD layout "
