@@ -15,12 +15,15 @@ seeded shuffle, so the listing order of the file system cannot change the draw. 
 with fewer than 10 labelled anomalies (1-shot, for example) the labelled anomalies are the
 first n of the 10-shot draw, and the test set is exactly the 10-shot test set. The other
 drawn anomalies get role ``"unused"``, so 1-shot and 10-shot scores share one test set.
+In the general setting with at most 10 anomalies the 10-shot draw would leave no test
+anomaly, so there only the n labelled anomalies are drawn.
 
 Manifest roles: ``train_normal``, ``train_anomaly``, ``test``, ``unused``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +39,8 @@ SETTINGS = ("general", "hard", "anomaly_free")
 ROLES = ("train_normal", "train_anomaly", "test", "unused")
 MANIFEST_COLUMNS = ["path", "label", "defect_class", "role", "contaminated"]
 REFERENCE_SHOTS = 10
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -192,7 +197,9 @@ def make_split(
             and are flagged ``contaminated``. They are drawn after the labelled
             anomalies, so contamination does not change which anomalies are labelled.
         one_shot_from_ten: for 0 < n < 10, draw 10 anomalies (or all, when fewer exist),
-            label the first n, and set the other drawn ones aside as ``"unused"``.
+            label the first n, and set the other drawn ones aside as ``"unused"``. In the
+            general setting with at most 10 anomalies, such a draw would leave the test
+            set without anomalies, so only n are drawn and a warning is logged.
 
     Raises:
         ValueError: unknown setting, unknown ``known_class`` (the message lists the valid
@@ -239,6 +246,16 @@ def make_split(
     draw_size = n_anomaly
     if one_shot_from_ten and 0 < n_anomaly < REFERENCE_SHOTS:
         draw_size = min(REFERENCE_SHOTS, len(pool))
+        if setting == "general" and draw_size == len(pool):
+            # NOTE: a 10-shot draw would take every anomaly, so its test set has none to
+            # share. Drawing only n keeps the other anomalies in the test set.
+            logger.warning(
+                "one_shot_from_ten: the test set has only %d anomalies, so the 10-shot "
+                "draw would leave none for testing; drawing %d instead.",
+                len(pool),
+                n_anomaly,
+            )
+            draw_size = n_anomaly
     order = rng.permutation(len(pool))
     drawn = [pool[i] for i in order[:draw_size]]
     labelled = drawn[:n_anomaly]

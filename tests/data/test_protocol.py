@@ -97,11 +97,28 @@ def test_one_shot_without_rule_keeps_other_anomalies():
     assert split.unused == []
 
 
-def test_one_shot_with_fewer_than_ten_anomalies(tiny_mvtec):
+def test_one_shot_few_anomalies_keeps_test_anomalies(tiny_mvtec, caplog):
     split = make_split(discover(tiny_mvtec), n_anomaly=1, seed=0)
     assert len(split.train_anomaly) == 1
-    assert len(split.unused) == 5
-    assert len(split.test) == 4
+    assert split.unused == []
+    assert len(split.test) == 4 + 6 - 1
+    assert sum(record.label for record in split.test) == 5
+    assert "drawing 1 instead" in caplog.text
+
+
+def test_few_shot_ten_anomalies_keeps_test_anomalies():
+    split = make_split(_records(defects={"crack": 10}), n_anomaly=3, seed=0)
+    assert len(split.train_anomaly) == 3
+    assert split.unused == []
+    assert sum(record.label for record in split.test) == 7
+
+
+def test_hard_one_shot_few_anomalies_keeps_draw():
+    split = make_split(
+        _records(defects={"crack": 4, "hole": 3}), setting="hard", n_anomaly=1, known_class="hole"
+    )
+    assert len(split.unused) == 2
+    assert {record.defect_class for record in split.test if record.label == 1} == {"crack"}
 
 
 def test_same_seed_same_manifest():
