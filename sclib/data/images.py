@@ -295,14 +295,32 @@ def default_cache_dir() -> Path:
     return sclib_paths.cache_dir()
 
 
+def _data_folder(files: Sequence[Path]) -> Path:
+    """Return the data folder of ``files``: the subset folder when there is one.
+
+    Starts at the common parent of the image folders and goes up to the nearest folder
+    that contains ``train/`` or ``test/``, so that images of one class folder still
+    count as part of the whole subset. The search stops below the home folder and the
+    file-system root. Without such a folder, the common parent is the data folder.
+    """
+    common = Path(os.path.commonpath([str(path.parent) for path in files]))
+    home = Path.home().resolve()
+    for folder in (common, *common.parents):
+        if folder == home or folder in home.parents or folder == Path(folder.anchor):
+            break
+        if (folder / "train").is_dir() or (folder / "test").is_dir():
+            return folder
+    return common
+
+
 def _check_cache_location(cache_dir: Path, files: Sequence[Path]) -> None:
     """Raise when ``cache_dir`` lies inside the folder that contains the images.
 
-    The data folder is the common parent of the image folders. It is not checked when it
-    is the home folder, one of its parents, or the file-system root, because such a
-    folder is not a data folder.
+    The data folder is found by ``_data_folder``. It is not checked when it is the home
+    folder, one of its parents, or the file-system root, because such a folder is not a
+    data folder.
     """
-    data_dir = Path(os.path.commonpath([str(path.parent) for path in files]))
+    data_dir = _data_folder(files)
     home = Path.home().resolve()
     if data_dir == Path(data_dir.anchor) or data_dir == home or data_dir in home.parents:
         return

@@ -493,6 +493,13 @@ def test_build_image_cache_rejects_cache_inside_data(tiny_mvtec):
         build_image_cache(_image_paths(tiny_mvtec), 8, cache_dir=tiny_mvtec / "cache")
 
 
+def test_build_image_cache_rejects_cache_in_subset_of_one_class(tiny_mvtec):
+    paths = _image_paths(tiny_mvtec / "train" / "good")
+    with pytest.raises(ValueError, match="inside the data folder"):
+        build_image_cache(paths, 8, cache_dir=tiny_mvtec / "cache")
+    assert not (tiny_mvtec / "cache").exists()
+
+
 def test_build_image_cache_unreadable_raises_by_default(tiny_mvtec, tmp_path):
     broken = _text_as_png(tiny_mvtec / "test" / "dent")
     with pytest.raises(ImageReadError) as caught:
