@@ -404,13 +404,18 @@ def build_image_cache(
         ``ImageCache`` with uint8 images ``(N, 3, S, S)`` and the kept paths.
 
     Raises:
-        ValueError: ``paths`` is empty, ``size`` is not positive, or ``cache_dir`` is
-            inside the data folder.
+        ValueError: ``paths`` is empty or a single path, ``size`` is not positive, or
+            ``cache_dir`` is inside the data folder.
         FileNotFoundError, ImageReadError: a file is missing or unreadable and
             ``skip_unreadable`` is False.
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive integer number of pixels, got {size!r}.")
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"paths must be a list of image files, got the single path {paths!r}. "
+            "Wrap it in a list: build_image_cache([path], size)."
+        )
     files = [Path(p).expanduser().resolve() for p in paths]
     if not files:
         raise ValueError("paths is empty; pass at least one image file.")

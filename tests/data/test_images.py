@@ -525,3 +525,7 @@ def test_build_image_cache_rejects_invalid_arguments(tmp_path):
         build_image_cache([], 8, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="size"):
         build_image_cache([tmp_path / "a.png"], 0, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="single path"):
+        build_image_cache(str(tmp_path / "a.png"), 8, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="single path"):
+        build_image_cache(tmp_path / "a.png", 8, cache_dir=tmp_path / "cache")
