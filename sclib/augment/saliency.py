@@ -148,7 +148,10 @@ def smooth_saliency(saliency: torch.Tensor, grid: int = 18, order: int = 2) -> t
     height, width = saliency.shape[-2:]
     spacing = max(1, height // grid)
 
-    coarse = F.adaptive_avg_pool2d(saliency.float(), grid)  # (B, 1, H, W) -> (B, 1, G, G)
-    smooth = bspline_upsample(coarse, spacing, order)  # -> (B, 1, G*spacing, G*spacing)
-    smooth = F.interpolate(smooth, size=(height, width), mode="bilinear", align_corners=False)
-    return minmax_rescale(smooth)
+    # float32 even inside a bfloat16 autocast region, where the transposed convolution
+    # would otherwise return bfloat16
+    with torch.autocast(device_type=saliency.device.type, enabled=False):
+        coarse = F.adaptive_avg_pool2d(saliency.float(), grid)  # (B, 1, H, W) -> (B, 1, G, G)
+        smooth = bspline_upsample(coarse, spacing, order)  # -> (B, 1, G*spacing, G*spacing)
+        smooth = F.interpolate(smooth, size=(height, width), mode="bilinear", align_corners=False)
+        return minmax_rescale(smooth)

@@ -146,6 +146,14 @@ def test_smooth_saliency_shape_and_range():
     assert smooth.amax(dim=(1, 2, 3)).tolist() == [1.0] * 4
 
 
+def test_smooth_saliency_float32_under_bf16_autocast():
+    saliency = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        smooth = smooth_saliency(saliency)
+    assert smooth.dtype == torch.float32
+    assert torch.allclose(smooth, smooth_saliency(saliency))
+
+
 def test_smooth_saliency_constant_map_gives_zeros():
     smooth = smooth_saliency(torch.stack([torch.zeros(1, 36, 36), torch.full((1, 36, 36), 3.0)]))
     assert torch.equal(smooth, torch.zeros_like(smooth))
