@@ -153,8 +153,12 @@ def _sorted_records(records: Iterable[ImageRecord]) -> list[ImageRecord]:
     return sorted(records, key=lambda record: str(record.path))
 
 
+def _is_integer(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _check_arguments(
-    setting: str, n_anomaly: int, known_class: str | None, contamination: float
+    setting: str, n_anomaly: int, known_class: str | None, contamination: float, seed: int
 ) -> None:
     if setting not in SETTINGS:
         raise ValueError(f"Unknown setting {setting!r}. Valid settings: {', '.join(SETTINGS)}.")
@@ -169,8 +173,16 @@ def _check_arguments(
             f"known_class={known_class!r} is only used by setting='hard', but setting={setting!r}. "
             "Pass known_class=None or setting='hard'."
         )
-    if not 0.0 <= contamination < 1.0:
+    is_number = isinstance(contamination, (int, float, np.number)) and not isinstance(
+        contamination, bool
+    )
+    if not is_number or not 0.0 <= contamination < 1.0:
         raise ValueError(f"contamination must be a fraction in [0, 1), got {contamination!r}.")
+    if not _is_integer(seed) or seed < 0:
+        raise ValueError(
+            f"seed must be a non-negative integer, got {seed!r}. The split is drawn from it, "
+            "so the same seed gives the same split."
+        )
 
 
 def make_split(
@@ -204,9 +216,10 @@ def make_split(
     Raises:
         ValueError: unknown setting, unknown ``known_class`` (the message lists the valid
             classes), more anomalies requested than exist (the message gives the number
-            available), or a contamination that needs more anomalies than remain.
+            available), a contamination that needs more anomalies than remain, or a
+            seed that is not a non-negative integer.
     """
-    _check_arguments(setting, n_anomaly, known_class, contamination)
+    _check_arguments(setting, n_anomaly, known_class, contamination, seed)
     if setting == "anomaly_free":
         n_anomaly = 0
     records = _sorted_records(records)

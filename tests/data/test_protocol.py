@@ -260,10 +260,16 @@ def test_contamination_needs_enough_anomalies():
         make_split(_records(n_train=300), n_anomaly=10, contamination=0.5)
 
 
-@pytest.mark.parametrize("fraction", [-0.1, 1.0, 2.0])
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 2.0, "0.1", None, float("nan")])
 def test_contamination_out_of_range(fraction):
     with pytest.raises(ValueError, match="contamination"):
         make_split(_records(), contamination=fraction)
+
+
+@pytest.mark.parametrize("seed", [-1, None, 1.5, True])
+def test_invalid_seed_raises(seed):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        make_split(_records(), seed=seed)
 
 
 def test_too_many_anomalies_says_how_many_exist():
