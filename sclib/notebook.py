@@ -70,6 +70,7 @@ def start(
         data_root: subset folder in the MVTec AD layout; relative paths start at the
             project root.
         run_dir: folder passed in by papermill or by the user; it is created if missing.
+            It must lie outside ``data_root``.
         new_run: when ``run_dir`` is None, create a new run folder with this name prefix
             under ``runs/`` (or ``$SCLIB_RUNS_DIR``); None means the notebook writes nothing.
         **overrides: Config fields; a value of None keeps the profile's value.
@@ -81,9 +82,22 @@ def start(
     root = prepare_data_root(data_root)
     if run_dir is not None:
         folder: Path | None = resolve_path(run_dir)
+        _check_outside_data(folder, root)
         folder.mkdir(parents=True, exist_ok=True)
     elif new_run is not None:
+        _check_outside_data(runs_dir(), root)
         folder = new_run_dir(runs_dir(), new_run)
     else:
         folder = None
     return Session(config=config, data_root=root, run_dir=folder)
+
+
+def _check_outside_data(folder: Path, data_root: Path) -> None:
+    """Raise before a run folder is created inside the data folder."""
+    folder = folder.resolve()
+    data_root = data_root.resolve()
+    if folder == data_root or data_root in folder.parents:
+        raise ValueError(
+            f"run folder {folder} is inside the data folder {data_root}, and runs must not "
+            "write into a data folder. Pass a run_dir outside it (or set SCLIB_RUNS_DIR)."
+        )
