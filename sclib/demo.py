@@ -24,9 +24,10 @@ KERNEL_NAME = "python3"
 
 def list_notebooks(folder: Path, selection: list[str] | None = None) -> list[Path]:
     """Return the numbered notebooks of ``folder`` in order, optionally only those whose
-    two-digit prefix is in ``selection``."""
+    two-digit prefix is in ``selection`` (``"1"`` means ``"01"``)."""
     notebooks = sorted(path for path in folder.glob("[0-9][0-9]_*.ipynb"))
     if selection:
+        selection = [prefix.strip().zfill(2) for prefix in selection]
         notebooks = [path for path in notebooks if path.name[:2] in selection]
         missing = sorted(set(selection) - {path.name[:2] for path in notebooks})
         if missing:
@@ -74,8 +75,15 @@ def run_series(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="quick", help="paper, quick or tiny (default: quick)")
+    from sclib.config import PROFILES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sclib.demo",
+        description="Run the notebook series on ELPV (or another subset folder) in batch.",
+    )
+    parser.add_argument(
+        "--profile", default="quick", choices=PROFILES, help="run profile (default: quick)"
+    )
     parser.add_argument(
         "--data-root",
         default="data/elpv",
@@ -87,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="comma-separated two-digit prefixes to run, for example 01,02 (default: all)",
     )
-    parser.add_argument("--name", default=None, help="run folder name prefix (default: elpv-PROFILE)")
+    parser.add_argument(
+        "--name", default=None, help="run folder name prefix (default: DATA-FOLDER-NAME-PROFILE)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -95,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     from sclib.runs import new_run_dir
 
     started = time.perf_counter()
-    data_root = prepare_data_root(args.data_root)
     selection = args.notebooks.split(",") if args.notebooks else None
-    notebooks = list_notebooks(project_root() / "notebooks", selection)
-    run_dir = new_run_dir(runs_dir(), args.name or f"elpv-{args.profile}")
+    try:
+        notebooks = list_notebooks(project_root() / "notebooks", selection)
+        data_root = prepare_data_root(args.data_root)
+        run_dir = new_run_dir(runs_dir(), args.name or f"{data_root.name}-{args.profile}")
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     logger.info("run folder: %s", run_dir)
 
     timings = run_series(args.profile, data_root, run_dir, notebooks)

@@ -1,0 +1,57 @@
+"""The demo command line: argument errors stop before any folder is created."""
+
+from __future__ import annotations
+
+import pytest
+
+from sclib.demo import list_notebooks, main
+
+
+def _notebook_folder(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in ("01_data.ipynb", "02_saliency.ipynb", "10_extra.ipynb", "notes.ipynb"):
+        (folder / name).write_text("{}")
+    return folder
+
+
+def test_list_notebooks_orders_numbered(tmp_path):
+    names = [path.name for path in list_notebooks(_notebook_folder(tmp_path))]
+    assert names == ["01_data.ipynb", "02_saliency.ipynb", "10_extra.ipynb"]
+
+
+def test_list_notebooks_pads_prefix(tmp_path):
+    selected = list_notebooks(_notebook_folder(tmp_path), ["2", "10"])
+    assert [path.name for path in selected] == ["02_saliency.ipynb", "10_extra.ipynb"]
+
+
+def test_list_notebooks_unknown_prefix_lists_available(tmp_path):
+    with pytest.raises(ValueError, match=r"\['01', '02', '10'\]"):
+        list_notebooks(_notebook_folder(tmp_path), ["99"])
+
+
+def test_demo_rejects_unknown_profile(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCLIB_RUNS_DIR", str(tmp_path / "runs"))
+    with pytest.raises(SystemExit) as caught:
+        main(["--profile", "nope"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_demo_missing_data_root_exits_cleanly(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCLIB_RUNS_DIR", str(tmp_path / "runs"))
+    with pytest.raises(SystemExit) as caught:
+        main(["--profile", "tiny", "--data-root", str(tmp_path / "missing")])
+    assert caught.value.code == 2
+    assert f"data folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_demo_unknown_notebook_exits_cleanly(tiny_mvtec, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCLIB_RUNS_DIR", str(tmp_path / "runs"))
+    with pytest.raises(SystemExit) as caught:
+        main(["--profile", "tiny", "--data-root", str(tiny_mvtec), "--notebooks", "99"])
+    assert caught.value.code == 2
+    assert "no notebook starts with ['99']" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
