@@ -218,6 +218,52 @@ def test_invalid_grid_raises_clear_error(tmp_path, changes, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"grid": {"n_anomly": [1, 10]}}, "parameter 'n_anomly' (did you mean 'n_anomaly'?)"),
+        ({"fixed": {"lr": 0.001}}, "parameter 'lr' is not defined in the parameters cell"),
+        ({"fixed": {"profile": "nope"}}, "unknown profile 'nope'"),
+        ({"grid": {"setting": ["hardd"]}}, "Config.setting='hardd' is invalid"),
+        ({"grid": {"n_anomaly": ["1"]}}, "Config.n_anomaly='1' is invalid"),
+        ({"fixed": {"profile": "tiny"}, "grid": {"setting": ["hard"]}}, "needs known_class"),
+    ],
+)
+def test_grid_parameter_mistakes_raise_before_running(tmp_path, changes, message):
+    document = minimal_grid(tmp_path, **changes)
+    document.setdefault("fixed", {}).setdefault("profile", "tiny")
+
+    with pytest.raises(GridError) as error:
+        parse_grid(document)
+
+    assert message in str(error.value)
+
+
+def test_yaml_exponent_string_gets_hint(tmp_path):
+    text = yaml.safe_dump(minimal_grid(tmp_path, fixed={"profile": "tiny"}), sort_keys=False)
+    path = tmp_path / "grid.yaml"
+    path.write_text(text + "cases:\n  - {seed: 0, n_anomaly: 1e1}\n", encoding="utf-8")
+
+    with pytest.raises(GridError) as error:
+        load_grid(path)
+
+    assert "YAML read n_anomaly: 1e1 as a string" in str(error.value)
+
+
+def test_output_inside_data_root_raises(tmp_path):
+    document = minimal_grid(
+        tmp_path, output=str(tmp_path / "data" / "runs"), fixed={"data_root": str(tmp_path / "data")}
+    )
+
+    with pytest.raises(GridError, match="inside the data folder"):
+        parse_grid(document)
+
+
+@pytest.mark.parametrize("name", ["elpv_quick.yaml", "elpv_paper_gpu.yaml"])
+def test_repository_grids_pass_notebook_checks(name):
+    assert len(load_grid(REPOSITORY / "grids" / name).runs()) == 18
+
+
 def test_missing_required_key_raises(tmp_path):
     document = minimal_grid(tmp_path)
     del document["output"]

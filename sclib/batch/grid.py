@@ -35,6 +35,11 @@ from typing import Any
 
 import yaml
 
+from sclib.batch.checks import (
+    check_notebook_parameters,
+    check_output_outside_data,
+    check_run_configs,
+)
 from sclib.paths import project_root
 
 ALLOWED_KEYS = (
@@ -150,12 +155,15 @@ def parse_grid(
         source: File the mapping came from, used in error messages.
         cwd: Directory relative paths resolve against and kernels start in; the project
             root by default (see ``sclib.paths.project_root``).
-        check_notebook: Raise FileNotFoundError when the notebook does not exist.
+        check_notebook: Raise FileNotFoundError when the notebook does not exist, and
+            GridError when a parameter is not defined in its ``parameters`` cell.
 
     Raises:
         FileNotFoundError: The notebook does not exist.
         GridError: A key is unknown or missing, a value has the wrong type, the grid
-            expands to no run, or two runs get the same name.
+            expands to no run, two runs get the same name, a parameter is unknown to the
+            notebook, a run's Config values are invalid, or the output folder lies
+            inside a ``data_root`` (see ``sclib.batch.checks``).
     """
     where = str(source) if source is not None else "grid"
     cwd = (project_root() if cwd is None else Path(cwd)).resolve()
@@ -200,7 +208,13 @@ def parse_grid(
         cwd=cwd,
         source=source,
     )
-    _check_unique_names(expand_runs(spec), where)
+    runs = expand_runs(spec)
+    _check_unique_names(runs, where)
+    if check_notebook:
+        names = {name for run in runs for name in run.params}
+        check_notebook_parameters(notebook, sorted(names), where, GridError)
+    check_run_configs(runs, where, GridError)
+    check_output_outside_data(output, runs, cwd, where, GridError)
     return spec
 
 

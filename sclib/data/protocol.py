@@ -157,9 +157,13 @@ def _is_integer(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _check_arguments(
+def check_split_arguments(
     setting: str, n_anomaly: int, known_class: str | None, contamination: float, seed: int
 ) -> None:
+    """Raise ``ValueError`` for arguments ``make_split`` rejects before it sees any record.
+
+    Run configurations can be checked with it before any data is read.
+    """
     if setting not in SETTINGS:
         raise ValueError(f"Unknown setting {setting!r}. Valid settings: {', '.join(SETTINGS)}.")
     if isinstance(n_anomaly, bool) or not isinstance(n_anomaly, (int, np.integer)) or n_anomaly < 0:
@@ -219,7 +223,7 @@ def make_split(
             available), a contamination that needs more anomalies than remain, or a
             seed that is not a non-negative integer.
     """
-    _check_arguments(setting, n_anomaly, known_class, contamination, seed)
+    check_split_arguments(setting, n_anomaly, known_class, contamination, seed)
     if setting == "anomaly_free":
         n_anomaly = 0
     records = _sorted_records(records)
