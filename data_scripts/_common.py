@@ -440,6 +440,13 @@ def run_cli(
     )
     if args.source is None and not args.check:
         parser.error("--source is required unless --check is given for an existing output")
+    if args.source is not None and not args.source.expanduser().is_dir():
+        print(
+            f"error: --source folder not found: {args.source}. Pass the folder of the "
+            f"downloaded data set.\n{parser.epilog}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.source is not None:
             convert(args)

@@ -168,3 +168,24 @@ def test_check_output_counts_tiny_mvtec(tiny_mvtec: Path):
     assert ok, report
     assert "MISMATCH" not in report
     assert common.count_subset(tiny_mvtec).masks == {"dent": 0, "scratch": 3}
+
+
+@pytest.mark.parametrize("source_kind", ["missing", "file"])
+def test_run_cli_names_invalid_source(tmp_path: Path, capsys, source_kind: str):
+    source = tmp_path / "download"
+    if source_kind == "file":
+        source.write_text("not a folder")
+    parser = common.make_parser("Convert a test set.", "  <class>/<name>.png")
+
+    def convert(args):
+        raise AssertionError("convert must not run without a source folder")
+
+    status = common.run_cli(
+        parser, ["--source", str(source), "--output", str(tmp_path / "out")], convert, {}
+    )
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"--source folder not found: {source}" in error
+    assert "<class>/<name>.png" in error
+    assert not (tmp_path / "out").exists()
