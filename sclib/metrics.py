@@ -157,8 +157,8 @@ def evaluate(
         every anomaly counts as unseen.
 
     Raises:
-        ValueError: when the test set lacks normal images or anomalies, or when
-            the inputs differ in length.
+        ValueError: when the test set lacks normal images or anomalies, when the
+            inputs differ in length, or when ``seen_classes`` is a single string.
     """
     labels, scores = _as_binary_problem(labels, scores)
     defect_classes = np.asarray([str(name) for name in defect_classes], dtype=object)
@@ -174,6 +174,11 @@ def evaluate(
         keep = is_normal | (is_anomaly & (defect_classes == name))
         per_class[name] = _summary(labels[keep], scores[keep])
 
+    if isinstance(seen_classes, str):
+        raise ValueError(
+            f"seen_classes must be a list of class names, got the string {seen_classes!r}, "
+            f"which would count as its letters. Pass [{seen_classes!r}]."
+        )
     seen = unseen = None
     if seen_classes is not None:
         seen_set = set(seen_classes)

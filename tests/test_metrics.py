@@ -174,3 +174,9 @@ def test_evaluate_needs_normals():
 def test_evaluate_checks_class_count():
     with pytest.raises(ValueError, match="defect_classes has 1 entries"):
         evaluate([0.1, 0.2], [0, 1], ["dent"])
+
+
+def test_evaluate_rejects_string_seen_classes(hand_example):
+    scores, labels, classes = hand_example
+    with pytest.raises(ValueError, match=r"Pass \['mono'\]"):
+        evaluate(scores, labels, classes, seen_classes="mono")
