@@ -20,9 +20,19 @@ from typing import Any
 import numpy as np
 
 
+def _to_numpy(values) -> np.ndarray:
+    """Return ``values`` as a NumPy array; torch tensors of any dtype or device work too."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu()
+        if values.is_floating_point():
+            values = values.double()  # NumPy has no bfloat16
+        return values.numpy()
+    return np.asarray(values)
+
+
 def _as_binary_problem(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = _to_numpy(labels).reshape(-1)
+    scores = _to_numpy(scores).astype(np.float64).reshape(-1)
     if labels.shape != scores.shape:
         raise ValueError(
             f"labels and scores differ in length: {labels.shape[0]} labels, "

@@ -180,3 +180,13 @@ def test_evaluate_rejects_string_seen_classes(hand_example):
     scores, labels, classes = hand_example
     with pytest.raises(ValueError, match=r"Pass \['mono'\]"):
         evaluate(scores, labels, classes, seen_classes="mono")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_metrics_accept_torch_tensors(dtype):
+    torch = pytest.importorskip("torch")
+    labels = torch.tensor([0, 1, 1, 0])
+    scores = torch.tensor([0.25, 0.75, 0.5, 0.5], dtype=getattr(torch, dtype), requires_grad=True)
+    expected = [0.25, 0.75, 0.5, 0.5]
+    assert auroc(labels, scores) == roc_auc_score([0, 1, 1, 0], expected)
+    assert aupr(labels, scores) == average_precision_score([0, 1, 1, 0], expected)
