@@ -23,6 +23,7 @@ Registered backbones:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -33,6 +34,8 @@ import timm
 import torch
 import torchvision
 from torch import nn
+
+from sclib.models.features import FEATURE_LEVELS, multi_level_features
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +315,11 @@ def available_backbones() -> list[str]:
 
 
 def build_backbone(
-    name: str, weights: str | Path | None = "default", allow_download: bool = False
+    name: str,
+    weights: str | Path | None = "default",
+    allow_download: bool = False,
+    features: str = "last",
+    smoothing: int = 1,
 ) -> tuple[nn.Module, BackboneSpec]:
     """Build a backbone cut before global pooling, and its spec.
 
@@ -322,15 +329,29 @@ def build_backbone(
             to a state dict file, or None for random initialisation.
         allow_download: let ``"resnet18"`` download its weights when the torch hub cache
             does not hold them. No other backbone downloads anything.
+        features: ``"last"`` for the last stage (stride 32 for the ImageNet backbones),
+            or ``"multi"`` for the stride-8 and stride-16 stage outputs concatenated at
+            stride 16 (see ``sclib.models.features``).
+        smoothing: side of the local average over ``"multi"`` features; 1 turns it off.
 
     Returns:
         ``(module, spec)``. The module maps normalised float images (B, 3, H, W) to a
         feature map (B, spec.channels, H // spec.stride, W // spec.stride).
 
     Raises:
-        ValueError: for an unknown name or weights a backbone cannot take.
+        ValueError: for an unknown name, unknown ``features`` or weights a backbone
+            cannot take.
         FileNotFoundError: when a weight file is missing. The message names where to put it.
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; choose one of {available_backbones()}.")
-    return BACKBONES[name](weights, allow_download)
+    if features not in FEATURE_LEVELS:
+        raise ValueError(f"Unknown features {features!r}; choose one of {list(FEATURE_LEVELS)}.")
+    if features == "last" and smoothing != 1:
+        raise ValueError(f"smoothing={smoothing} needs features='multi'; use smoothing=1.")
+
+    trunk, spec = BACKBONES[name](weights, allow_download)
+    if features == "last":
+        return trunk, spec
+    module, channels = multi_level_features(name, trunk, smoothing=smoothing)
+    return module, dataclasses.replace(spec, channels=channels, stride=16)

@@ -19,6 +19,7 @@ from torch import nn
 
 from sclib.augment.transforms import downsample
 from sclib.models.backbones import BackboneSpec, build_backbone
+from sclib.models.features import freeze
 from sclib.models.heads import AnomalyHead, NormalHead
 
 
@@ -52,6 +53,9 @@ class TwoHeadModel(nn.Module):
         top_fraction: passed to ``AnomalyHead``.
         eval_draws: passed to ``AnomalyHead``.
         generator: generator for the anomaly head's train-mode offset draws.
+        train_backbone: False freezes the backbone (see ``sclib.models.features.freeze``):
+            its parameters get no gradient and it stays in eval mode when the model is
+            put in train mode, so only the heads learn.
     """
 
     def __init__(
@@ -62,17 +66,26 @@ class TwoHeadModel(nn.Module):
         top_fraction: float = 0.1,
         eval_draws: int = 8,
         generator: torch.Generator | None = None,
+        train_backbone: bool = True,
     ):
         super().__init__()
         if n_scales < 1:
             raise ValueError(f"n_scales must be >= 1, got {n_scales}.")
-        self.backbone = backbone
+        self.backbone = backbone if train_backbone else freeze(backbone)
+        self.train_backbone = train_backbone
         self.spec = spec
         self.n_scales = n_scales
         self.normal_head = NormalHead(spec.channels)
         self.anomaly_head = AnomalyHead(
             spec.channels, top_fraction=top_fraction, eval_draws=eval_draws, generator=generator
         )
+
+    def train(self, mode: bool = True) -> TwoHeadModel:
+        """Set train or eval mode; a frozen backbone stays in eval mode."""
+        super().train(mode)
+        if not self.train_backbone:
+            self.backbone.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> TwoHeadOutput:
         """Score normalised images (B, 3, H, W); see ``TwoHeadOutput`` for the fields."""
@@ -106,19 +119,25 @@ def build_model(
     n_scales: int = 2,
     allow_download: bool = False,
     channels_last: bool = False,
+    features: str = "last",
+    feature_smoothing: int = 1,
+    train_backbone: bool = True,
     **head_options: Any,
 ) -> TwoHeadModel:
     """Build a ``TwoHeadModel`` on a registered backbone.
 
     Args:
         backbone: a backbone name (see ``sclib.models.backbones.available_backbones``), or
-            a configuration object with fields ``backbone``, ``n_scales`` and
-            ``channels_last`` (such as ``sclib.config.Config``), whose fields then
-            replace the ``n_scales`` and ``channels_last`` arguments.
+            a configuration object with fields ``backbone``, ``n_scales``,
+            ``channels_last``, ``features``, ``feature_smoothing`` and ``train_backbone``
+            (such as ``sclib.config.Config``), whose fields then replace those arguments.
         weights: ``"default"``, a path, or None; see ``build_backbone``.
         n_scales: number of image scales.
         allow_download: let the backbone download its weights if they are missing.
         channels_last: convert the model to the channels-last memory format.
+        features: ``"last"`` or ``"multi"``; see ``build_backbone``.
+        feature_smoothing: local-average side over ``"multi"`` features.
+        train_backbone: False freezes the backbone; see ``TwoHeadModel``.
         **head_options: ``top_fraction``, ``eval_draws`` or ``generator`` for the anomaly
             head.
 
@@ -130,9 +149,20 @@ def build_model(
         backbone = config.backbone
         n_scales = config.n_scales
         channels_last = getattr(config, "channels_last", channels_last)
+        features = getattr(config, "features", features)
+        feature_smoothing = getattr(config, "feature_smoothing", feature_smoothing)
+        train_backbone = getattr(config, "train_backbone", train_backbone)
 
-    trunk, spec = build_backbone(backbone, weights=weights, allow_download=allow_download)
-    model = TwoHeadModel(trunk, spec, n_scales=n_scales, **head_options)
+    trunk, spec = build_backbone(
+        backbone,
+        weights=weights,
+        allow_download=allow_download,
+        features=features,
+        smoothing=feature_smoothing,
+    )
+    model = TwoHeadModel(
+        trunk, spec, n_scales=n_scales, train_backbone=train_backbone, **head_options
+    )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
