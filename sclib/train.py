@@ -42,7 +42,7 @@ from sclib.augment import get_augmentation, saliencycut
 from sclib.augment.transforms import normalize, random_rotate, to_unit_float
 from sclib.config import Config
 from sclib.data.sampler import BalancedBatchSampler
-from sclib.losses import two_head_loss
+from sclib.losses import LossParts, two_head_loss
 from sclib.models.backbones import BackboneSpec
 from sclib.models.two_head import TwoHeadModel, TwoHeadOutput, build_model
 from sclib.runs import atomic_write_bytes
@@ -78,6 +78,9 @@ def train(
     config: Config,
     progress: bool = True,
     callback: Callable[[History], None] | None = None,
+    *,
+    loss: Callable[..., LossParts] = two_head_loss,
+    pseudo_probability: float = 0.5,
 ) -> History:
     """Train ``model`` in place on a uint8 image cache and return the per-step history.
 
@@ -92,6 +95,11 @@ def train(
         progress: show a tqdm progress bar.
         callback: called after every log point with the history so far, for example
             to redraw a live plot.
+        loss: called as ``loss(output, labels, reference=..., generator=...)`` and
+            returning ``LossParts``; the two-head loss by default. A one-head model such
+            as ``sclib.baselines.DevNetModel`` passes its own.
+        pseudo_probability: chance that a normal batch slot becomes a pseudo-anomaly
+            base (label 2); 0 trains on normal images and labelled anomalies only.
 
     Returns:
         A DataFrame with one row per step and the columns of :data:`HISTORY_COLUMNS`.
@@ -118,10 +126,14 @@ def train(
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
     sampler = BalancedBatchSampler(
-        len(normal_pool), len(anomaly_pool), config.batch_size, generator=generator
+        len(normal_pool),
+        len(anomaly_pool),
+        config.batch_size,
+        generator=generator,
+        pseudo_probability=pseudo_probability,
     )
     loss_fn = functools.partial(
-        two_head_loss,
+        loss,
         reference=config.loss_reference,
         generator=generator if config.loss_reference == "sampled" else None,
     )
