@@ -204,8 +204,8 @@ def saliency_explorer(
         view = explore.saliency_view(pixels, raw, donor, base, grid, order, threshold)
         figure = draw_saliency(view, threshold, donor, base)
         caption = (
-            f"Grid {grid} x {grid}, B-spline order {order}: the paste replaces "
-            f"{view.mask_share:.1%} of donor {donor} with base {base}."
+            f"Threshold {threshold:.2f}, grid {grid} x {grid}, B-spline order {order}: the "
+            f"paste replaces {view.mask_share:.1%} of donor {donor} with base {base}."
         )
         return view, figure, caption
 
