@@ -9,6 +9,7 @@ in (``run_dir``), or a new one under ``runs/`` when the notebook writes results.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def start(
     """
     from sclib.runs import new_run_dir
 
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", force=True)
+    _show_logs_in_notebook()
     config = get_profile(profile, **{key: value for key, value in overrides.items() if value is not None})
     root = prepare_data_root(data_root)
     if run_dir is not None:
@@ -90,6 +91,20 @@ def start(
     else:
         folder = None
     return Session(config=config, data_root=root, run_dir=folder)
+
+
+def _show_logs_in_notebook() -> None:
+    """Send INFO lines to stdout and warnings and errors to stderr.
+
+    Jupyter draws stderr with a red background, so progress lines there read as errors.
+    """
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.INFO, format="%(name)s: %(message)s", handlers=[info, problems], force=True
+    )
 
 
 def _check_outside_data(folder: Path, data_root: Path) -> None:
