@@ -263,8 +263,8 @@ def check_layout(root: str | os.PathLike, decode: bool = True) -> LayoutReport:
     """Check a subset folder and report every problem found, without raising.
 
     Reports a missing ``train/good``, no test classes, empty class folders, files with
-    other extensions, mixed image sizes or modes, masks without images, duplicate files
-    (same content hash) and unreadable files.
+    other extensions, broken links, mixed image sizes or modes, masks without images,
+    duplicate files (same content hash) and unreadable files.
 
     Args:
         root: the subset folder that contains ``train/`` and ``test/``.
@@ -293,6 +293,12 @@ def check_layout(root: str | os.PathLike, decode: bool = True) -> LayoutReport:
                 f"{len(others)} file(s) in {folder} are not images and are ignored: "
                 + ", ".join(others[:5])
                 + (" ..." if len(others) > 5 else "")
+            )
+        broken = [p.name for p in entries if p.is_symlink() and not p.exists()]
+        if broken:
+            problems.append(
+                f"{len(broken)} broken link(s) in {folder} point to missing files and are "
+                "ignored: " + ", ".join(broken[:5]) + (" ..." if len(broken) > 5 else "")
             )
         if not images:
             problems.append(f"Empty class folder {folder}: add images or remove the folder.")

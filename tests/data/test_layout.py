@@ -209,6 +209,13 @@ def test_check_layout_non_image_files(tiny_mvtec):
     _problem_containing(check_layout(tiny_mvtec), "labels.txt")
 
 
+def test_check_layout_broken_link(tiny_mvtec):
+    link = tiny_mvtec / "train" / "good" / "moved.png"
+    link.symlink_to(tiny_mvtec / "elsewhere.png")
+    report = check_layout(tiny_mvtec)
+    assert any("broken link" in problem and "moved.png" in problem for problem in report.problems)
+
+
 def test_check_layout_missing_train_good_reports(tiny_mvtec):
     shutil.rmtree(tiny_mvtec / "train")
     report = check_layout(tiny_mvtec)
