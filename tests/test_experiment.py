@@ -250,8 +250,8 @@ def test_prepare_data_subsample_depends_on_seed(tiny_mvtec, tmp_path):
 
 
 def test_prepare_data_rejects_test_set_without_anomalies(tiny_mvtec, tmp_path):
-    # Two labelled anomalies draw all six as the 10-shot pool, so none is left to test.
-    config = _config(setting="general", known_class=None, n_anomaly=2)
+    # Six labelled anomalies are every anomaly of tiny_mvtec, so none is left to test.
+    config = _config(setting="general", known_class=None, n_anomaly=6)
 
     with pytest.raises(ValueError, match="0 anomalies"):
         prepare_data(config, tiny_mvtec, cache_dir=tmp_path / "cache")
