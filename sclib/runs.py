@@ -37,10 +37,16 @@ def new_run_dir(parent: str | Path = "runs", name: str = "run") -> Path:
 
     Raises:
         ValueError: when ``name`` is empty or contains a path separator.
+        FileExistsError: when ``parent`` is a file.
     """
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"run name {name!r} is invalid; use a plain folder name such as 'elpv'.")
     parent = Path(parent)
+    if parent.exists() and not parent.is_dir():
+        raise FileExistsError(
+            f"run parent {parent} is a file, not a folder; pass a folder for the run folders "
+            "(or set SCLIB_RUNS_DIR to one)."
+        )
     parent.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-{datetime.now().strftime(_TIMESTAMP_FORMAT)}"
 

@@ -71,6 +71,13 @@ def test_new_run_dir_rejects_path_like_names(tmp_path, name):
         new_run_dir(tmp_path, name=name)
 
 
+def test_new_run_dir_parent_file_names_path(tmp_path):
+    parent = tmp_path / "runs"
+    parent.write_text("not a folder")
+    with pytest.raises(FileExistsError, match=f"run parent {parent} is a file"):
+        new_run_dir(parent, "elpv")
+
+
 def test_atomic_writes_leave_no_temp_files(tmp_path):
     atomic_write_text(tmp_path / "a.txt", "hello\n")
     atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
