@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from sclib import paths as sclib_paths
@@ -173,7 +173,9 @@ def _pil_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
 def _read_with_pil(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         image.load()
-        return _pil_to_rgb(image, path)
+        # Cameras store the orientation in EXIF; apply it as image viewers do.
+        upright = ImageOps.exif_transpose(image)
+        return _pil_to_rgb(upright, path)
 
 
 def _read_tiff_array(path: Path) -> np.ndarray:

@@ -529,3 +529,19 @@ def test_build_image_cache_rejects_invalid_arguments(tmp_path):
         build_image_cache(str(tmp_path / "a.png"), 8, cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match="single path"):
         build_image_cache(tmp_path / "a.png", 8, cache_dir=tmp_path / "cache")
+
+
+def test_load_image_applies_exif_orientation(tmp_path):
+    pixels = np.zeros((4, 8, 3), dtype=np.uint8)
+    pixels[:, :4] = 255  # left half white
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    path = tmp_path / "photo.jpg"
+    image.save(path, exif=exif, quality=100)
+
+    loaded = load_image(path)
+
+    assert loaded.shape == (8, 4, 3)
+    assert loaded[:4].mean() > 200  # the white half is now on top
+    assert loaded[4:].mean() < 50
