@@ -119,13 +119,24 @@ def bspline_upsample(grid_values: torch.Tensor, spacing: int, order: int = 2) ->
     return upsampled[..., start : start + size, start : start + size]
 
 
+# Relative range below which a map counts as constant in ``minmax_rescale``.
+CONSTANT_TOLERANCE = 1e-5
+
+
 def minmax_rescale(maps: torch.Tensor) -> torch.Tensor:
-    """Rescale each map (B, 1, H, W) to [0, 1]; a constant map becomes all zeros."""
+    """Rescale each map (B, 1, H, W) to [0, 1]; a constant map becomes all zeros.
+
+    A map whose range is below 1e-5 of its largest magnitude counts as constant, so that
+    float rounding in the smoothing of a constant map is not stretched to [0, 1].
+    """
     flat = maps.flatten(1)
     low = flat.min(dim=1).values.view(-1, 1, 1, 1)
     high = flat.max(dim=1).values.view(-1, 1, 1, 1)
     span = high - low
-    return torch.where(span > 0, (maps - low) / span.clamp(min=torch.finfo(maps.dtype).tiny), 0.0)
+    tiny = torch.finfo(maps.dtype).tiny
+    magnitude = torch.maximum(high.abs(), low.abs()).clamp(min=tiny)
+    varies = span > CONSTANT_TOLERANCE * magnitude
+    return torch.where(varies, (maps - low) / span.clamp(min=tiny), 0.0)
 
 
 def smooth_saliency(saliency: torch.Tensor, grid: int = 18, order: int = 2) -> torch.Tensor:

@@ -183,3 +183,9 @@ def test_smooth_saliency_rejects_zero_grid():
 def test_minmax_rescale_per_map():
     maps = torch.stack([torch.tensor([[[1.0, 3.0]]]), torch.tensor([[[-2.0, -1.0]]])])
     assert minmax_rescale(maps).flatten().tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_smooth_saliency_constant_map_is_zero():
+    smooth = smooth_saliency(torch.full((1, 1, 64, 64), 1.0))
+
+    assert torch.count_nonzero(smooth) == 0
