@@ -82,6 +82,8 @@ def deviation_loss(
     Returns:
         A scalar tensor, >= 0.
     """
+    if scores.numel() == 0:
+        raise ValueError("deviation_loss got an empty batch; pass at least one score.")
     if scores.shape != targets.shape:
         raise ValueError(
             f"scores and targets must have the same shape, got {tuple(scores.shape)} "

@@ -95,3 +95,8 @@ def test_two_head_loss_targets_by_label():
 def test_two_head_loss_rejects_float_labels():
     with pytest.raises(ValueError, match="labels"):
         two_head_loss(output([1.0], [1.0]), torch.tensor([0.0]))
+
+
+def test_deviation_loss_rejects_empty_batch():
+    with pytest.raises(ValueError, match="empty batch"):
+        deviation_loss(torch.zeros(0), torch.zeros(0))
