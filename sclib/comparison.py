@@ -169,9 +169,11 @@ def plot_comparison(summary: pd.DataFrame, title: str = "AUROC by augmentation")
     axes = figure.add_subplot()
     for index, case in enumerate(cases):
         means = summary[(case, "mean")].to_numpy(dtype=float)
-        stds = np.nan_to_num(summary[(case, "std")].to_numpy(dtype=float))
+        stds = summary[(case, "std")].to_numpy(dtype=float)
+        # no whiskers at all with one seed, rather than whiskers of length zero
+        whiskers = None if np.isnan(stds).all() else np.nan_to_num(stds)
         offsets = positions + (index - (len(cases) - 1) / 2) * width
-        axes.bar(offsets, means, width, yerr=stds, capsize=3, label=case)
+        axes.bar(offsets, means, width, yerr=whiskers, capsize=3, label=case)
     axes.axhline(0.5, color="grey", lw=0.8, ls="--")
     axes.set_xticks(positions, summary.index)
     axes.set(ylabel="AUROC", ylim=(0, 1.02), title=title)

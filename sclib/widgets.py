@@ -245,7 +245,12 @@ def draw_gallery(
         for column, row in enumerate(rows):
             target = axes[line, column]
             source = int(result.donor_index[row])
-            title = f"row {row}" + (f", from {source}" if source >= 0 else "")
+            if source == row:
+                title = f"row {row}, own patch"
+            elif source >= 0:
+                title = f"row {row}, donor {source}"
+            else:
+                title = f"row {row}"
             _draw(target, shown[column], title)
             mask = result.pseudo_mask[row].float()
             if mask.any():
@@ -384,9 +389,13 @@ def draw_scores(
     roc_axes = figure.add_subplot(grid[0, half:])
 
     counts = summary.confusion_matrix()
-    matrix_axes.imshow(counts.to_numpy(), cmap="Blues")
-    for (row, column), value in np.ndenumerate(counts.to_numpy()):
-        matrix_axes.text(column, row, str(value), ha="center", va="center", fontsize=12)
+    values = counts.to_numpy()
+    matrix_axes.imshow(values, cmap="Blues", vmin=0, vmax=max(1, values.max()))
+    for (row, column), value in np.ndenumerate(values):
+        colour = "white" if value > 0.6 * values.max() else "black"
+        matrix_axes.text(
+            column, row, str(value), ha="center", va="center", fontsize=12, color=colour
+        )
     matrix_axes.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="true")
     matrix_axes.set_xticklabels(counts.columns)
     matrix_axes.set_yticklabels(counts.index)
@@ -410,6 +419,8 @@ def draw_scores(
         for column in range(max(2, limit)):
             axes = figure.add_subplot(grid[line + 1, column])
             axes.set_axis_off()
+            if column == 0 and errors.empty:
+                axes.text(0.0, 0.5, f"no {name}s", ha="left", va="center", fontsize=9)
             if column >= len(errors):
                 continue
             record = errors.iloc[column]
@@ -477,15 +488,29 @@ def score_explorer(
 # --- protocol ---------------------------------------------------------------------------
 
 
+# Short column labels for the protocol figure, by manifest role.
+ROLE_LABELS = {
+    "train_normal": "normal\n(train)",
+    explore.HIDDEN_ROLE: "hidden\n(train)",
+    "train_anomaly": "labelled\n(train)",
+    "test": "test",
+    "unused": "unused",
+}
+
+
 def draw_protocol(matrix: pd.DataFrame) -> Figure:
     """Draw ``explore.role_matrix`` output as a grid of counts, coloured on a log scale."""
     values = matrix.to_numpy()
-    figure = Figure(figsize=(1.0 + 0.85 * values.shape[1], 0.9 + 0.45 * values.shape[0]))
+    shade = np.log1p(values)
+    figure = Figure(figsize=(1.6 + 0.75 * values.shape[1], 1.0 + 0.45 * values.shape[0]))
     axes = figure.add_subplot()
-    axes.imshow(np.log1p(values), cmap="Blues", aspect="auto", vmin=0)
+    axes.imshow(shade, cmap="Blues", aspect="auto", vmin=0, vmax=max(1.0, shade.max()))
     for (row, column), value in np.ndenumerate(values):
-        axes.text(column, row, str(value) if value else "", ha="center", va="center", fontsize=8)
-    labels = [f"{role.replace('_', ' ')}\n{defect_class}" for role, defect_class in matrix.columns]
+        dark = shade[row, column] > 0.6 * shade.max()
+        colour = "white" if dark else "black"
+        text = str(value) if value else ""
+        axes.text(column, row, text, ha="center", va="center", fontsize=8, color=colour)
+    labels = [f"{ROLE_LABELS.get(role, role)}\n{name}" for role, name in matrix.columns]
     axes.set_xticks(range(values.shape[1]), labels, fontsize=7)
     axes.set_yticks(range(values.shape[0]), matrix.index, fontsize=8)
     axes.xaxis.tick_top()

@@ -178,3 +178,11 @@ def test_explorer_keeps_last_view_after_invalid_value(model, pixels):
     assert "donor=9" in explorer.caption.value
     assert explorer.state is state
     assert explorer.image.value == png
+
+
+def test_score_explorer_names_empty_error_row(score_table):
+    lowest = float(score_table["score"].min())
+    figure = widgets.score_explorer(score_table, threshold=lowest)
+    texts = [text.get_text() for axes in figure.axes for text in axes.texts]
+    assert "no false negatives" in texts
+    assert "no false positives" not in texts
