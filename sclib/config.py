@@ -34,8 +34,11 @@ AUGMENTATIONS = ("saliencycut", "cutmix", "cutpaste", "none")
 PRECISIONS = ("auto", "bf16", "fp32")
 LOSS_REFERENCES = ("fixed", "sampled")
 SETTINGS = ("general", "hard", "anomaly_free")
-PROFILES = ("paper", "quick", "tiny")
+PROFILES = ("paper", "quick", "best_cpu", "tiny")
 FEATURE_LEVELS = ("last", "multi")
+METHODS = ("two_head", "devnet", "patch_knn")
+SCORINGS = ("model", "knn_ensemble")
+KNN_SAMPLINGS = ("random", "coreset")
 
 # Stride of the ImageNet backbones (resnet18, efficientnet_lite0). A multiple of it
 # gives feature maps without cropped borders.
@@ -53,6 +56,23 @@ class Config:
 
     # Name of the profile this config came from. It is only a label in run folders.
     profile: str = "paper"
+
+    # --- method ---
+    # "two_head": the SaliencyCut two-head model. "devnet": one deviation-scored head
+    # trained on the labelled anomalies, without pseudo anomalies. "patch_knn": the
+    # training-free nearest-neighbour patch distance to normal training patches.
+    method: str = "two_head"
+    # How the two-head model's image score is formed: "model" is anomaly minus normal
+    # score (the paper). "knn_ensemble" averages it with the PatchKNN distance, each
+    # standardised by its mean and std on held-out normal training images; it is an
+    # sclib option, not part of the paper.
+    scoring: str = "model"
+    # PatchKNN (method "patch_knn" and scoring "knn_ensemble"): memory-bank size in
+    # patches, "random" or "coreset" subsampling (coreset takes minutes on a CPU), and
+    # the local-average side over its multi-level features.
+    knn_bank_size: int = 20000
+    knn_sampling: str = "random"
+    knn_smoothing: int = 3
 
     # --- model ---
     # Backbone registry name: "resnet18" (the paper profile), "efficientnet_lite0" (works
@@ -208,6 +228,19 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "lr_step_epochs": 4,
         "log_every": 5,
     },
+    "best_cpu": {
+        "backbone": "efficientnet_lite0",
+        "features": "multi",
+        "train_backbone": False,
+        "scoring": "knn_ensemble",
+        "image_size": 224,
+        "batch_size": 32,
+        "epochs": 8,
+        "steps_per_epoch": 25,
+        "lr": 1e-3,
+        "lr_step_epochs": 6,
+        "log_every": 10,
+    },
     "tiny": {
         "backbone": "efficientnet_lite0",
         "image_size": 64,
@@ -263,6 +296,32 @@ def _validate(config: Config) -> None:
         "image_size",
         config.image_size,
         f"a positive multiple of {BACKBONE_STRIDE} (the backbone stride), such as 224",
+    )
+    _require(config.method in METHODS, "method", config.method, f"one of {list(METHODS)}")
+    _require(config.scoring in SCORINGS, "scoring", config.scoring, f"one of {list(SCORINGS)}")
+    _require(
+        config.scoring == "model" or config.method == "two_head",
+        "scoring",
+        config.scoring,
+        "'model' unless method='two_head'",
+    )
+    _require(
+        _is_int(config.knn_bank_size) and config.knn_bank_size >= 1,
+        "knn_bank_size",
+        config.knn_bank_size,
+        "an integer >= 1",
+    )
+    _require(
+        config.knn_sampling in KNN_SAMPLINGS,
+        "knn_sampling",
+        config.knn_sampling,
+        f"one of {list(KNN_SAMPLINGS)}",
+    )
+    _require(
+        _is_int(config.knn_smoothing) and config.knn_smoothing >= 1 and config.knn_smoothing % 2,
+        "knn_smoothing",
+        config.knn_smoothing,
+        "an odd integer >= 1",
     )
     _require(config.n_scales in (1, 2), "n_scales", config.n_scales, "1 or 2")
     _require(

@@ -32,12 +32,13 @@ import pandas as pd
 import torch
 
 from sclib import viz
+from sclib.baselines.detectors import fit_detector
 from sclib.config import Config
 from sclib.data.images import build_image_cache
 from sclib.data.layout import ImageRecord, discover
 from sclib.data.protocol import Split, make_split
 from sclib.metrics import evaluate
-from sclib.models.two_head import TwoHeadModel, build_model
+from sclib.models.two_head import TwoHeadModel
 from sclib.paths import runs_dir
 from sclib.runs import (
     atomic_write_json,
@@ -46,7 +47,7 @@ from sclib.runs import (
     save_figure_atomic,
     write_csv_atomic,
 )
-from sclib.train import History, save_checkpoint, score_images, train
+from sclib.train import History, save_checkpoint, score_images
 from sclib.utils import autocast_dtype, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -262,23 +263,21 @@ def fit(
     progress: bool = True,
     callback=None,
 ) -> tuple[TwoHeadModel, History]:
-    """Build the model of ``config`` and train it on ``data``.
+    """Build the detector of ``config`` and train (or fit) it on ``data``.
 
-    The head weights are initialised from ``config.seed`` without touching torch's
-    global random state, so the same config and data give the same model on the CPU.
+    ``config.method`` selects the two-head model, the DevNet one-head model or the
+    training-free PatchKNN, and ``config.scoring="knn_ensemble"`` adds a PatchKNN to the
+    two-head model; see ``sclib.baselines.detectors.fit_detector``. The weights are
+    initialised from ``config.seed`` without touching torch's global random state, so
+    the same config and data give the same model on the CPU.
 
     Returns:
         ``(model, history)``: the trained model on the training device and the
-        per-step history.
+        per-step history (no rows for PatchKNN, which does not train).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        head_generator = torch.Generator().manual_seed(config.seed)
-        model = build_model(config, weights=config.weights, generator=head_generator)
-    history = train(
-        model, data.train_images, data.train_labels, config, progress=progress, callback=callback
+    return fit_detector(
+        config, data.train_images, data.train_labels, progress=progress, callback=callback
     )
-    return model, history
 
 
 def evaluate_run(
@@ -354,8 +353,9 @@ def write_outputs(result: RunResult, run_dir: str | Path | None = None) -> Path:
         "roc.png": viz.plot_roc(labels, scores, classes),
         "pr.png": viz.plot_pr(labels, scores, classes),
         "score_hist.png": viz.plot_score_histogram(labels, scores, classes),
-        "history.png": viz.plot_history(result.history),
     }
+    if len(result.history) > 0:  # PatchKNN has no training history
+        figures["history.png"] = viz.plot_history(result.history)
     for name, figure in figures.items():
         save_figure_atomic(figure, run_dir / name)
 

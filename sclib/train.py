@@ -44,7 +44,7 @@ from sclib.config import Config
 from sclib.data.sampler import BalancedBatchSampler
 from sclib.losses import LossParts, two_head_loss
 from sclib.models.backbones import BackboneSpec
-from sclib.models.two_head import TwoHeadModel, TwoHeadOutput, build_model
+from sclib.models.two_head import TwoHeadModel, TwoHeadOutput
 from sclib.runs import atomic_write_bytes
 from sclib.utils import autocast_dtype, resolve_device
 
@@ -504,7 +504,8 @@ def save_checkpoint(path: str | Path, model: TwoHeadModel, config: Config) -> Pa
 def load_checkpoint(path: str | Path) -> tuple[TwoHeadModel, Config]:
     """Rebuild a model saved by :func:`save_checkpoint` and return it with its config.
 
-    The backbone is built without pretrained weights (nothing is read or downloaded),
+    The detector of ``config.method`` (a two-head model, a DevNet model, a PatchKNN or a
+    KnnEnsemble) is built without pretrained weights (nothing is read or downloaded),
     then the saved state dict is loaded. The model is on the CPU in eval mode.
 
     Raises:
@@ -521,7 +522,10 @@ def load_checkpoint(path: str | Path) -> tuple[TwoHeadModel, Config]:
             "write one with sclib.train.save_checkpoint."
         )
     config = Config.from_dict(payload["config"])
-    model = build_model(config, weights=None)
+    # imported here because sclib.baselines imports this module
+    from sclib.baselines.detectors import build_detector
+
+    model = build_detector(config, weights=None)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, config

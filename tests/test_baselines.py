@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
-from sclib.baselines import DevNetModel, PatchKNN, devnet_loss, greedy_coreset, nearest_distance
+from sclib.baselines import (
+    DevNetModel,
+    KnnEnsemble,
+    PatchKNN,
+    devnet_loss,
+    greedy_coreset,
+    nearest_distance,
+)
+from sclib.baselines.detectors import CALIBRATION_IMAGES, build_detector, fit_detector
 from sclib.baselines.patch_knn import random_subset
-from sclib.config import get_profile
+from sclib.config import Config, get_profile
+from sclib.experiment import prepare_data, run_experiment
 from sclib.metrics import auroc
 from sclib.models.backbones import build_backbone
-from sclib.train import score_images, train
+from sclib.train import load_checkpoint, score_images, train
 
 
 def textured_images(count: int, seed: int, size: int = 64) -> torch.Tensor:
@@ -205,3 +217,123 @@ def test_devnet_trains_head_on_frozen_backbone():
         not torch.equal(before, after.detach())
         for before, after in zip(head_before, model.head.parameters())
     )
+
+
+def tiny_config(**values):
+    base = {
+        "backbone": "simple_cnn",
+        "weights": None,
+        "features": "multi",
+        "train_backbone": False,
+        "device": "cpu",
+        "knn_bank_size": 64,
+        "n_anomaly": 2,
+    }
+    return get_profile("tiny", **{**base, **values})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"method": "patch_knn"},
+        {"method": "devnet", "augmentation": "none"},
+        {"method": "two_head", "scoring": "knn_ensemble"},
+    ],
+    ids=["patch_knn", "devnet", "knn_ensemble"],
+)
+def test_run_experiment_writes_run_folder_per_method(tiny_mvtec, tmp_path, values):
+    config = tiny_config(**values)
+
+    result = run_experiment(config, tiny_mvtec, tmp_path / "run", progress=False)
+
+    files = {path.name for path in result.run_dir.iterdir()}
+    assert {"config.json", "manifest.csv", "scores.csv", "metrics.json", "model.pt"} <= files
+    scores = result.scores
+    assert np.isfinite(scores["score"]).all()
+    assert result.metrics["overall"]["auroc"] == pytest.approx(
+        auroc(scores["label"], scores["score"])
+    )
+    expected_steps = 0 if values["method"] == "patch_knn" else config.total_steps
+    assert len(result.history) == expected_steps
+    assert ("history.png" in files) == (expected_steps > 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "detector"),
+    [
+        ({"method": "patch_knn"}, PatchKNN),
+        ({"method": "devnet", "augmentation": "none"}, DevNetModel),
+        ({"method": "two_head", "scoring": "knn_ensemble"}, KnnEnsemble),
+    ],
+    ids=["patch_knn", "devnet", "knn_ensemble"],
+)
+def test_checkpoint_restores_detector_scores(tiny_mvtec, tmp_path, values, detector):
+    config = tiny_config(**values)
+    result = run_experiment(config, tiny_mvtec, tmp_path / "run", progress=False)
+
+    restored, restored_config = load_checkpoint(result.run_dir / "model.pt")
+
+    assert isinstance(restored, detector)
+    assert restored_config == config
+    output = score_images(restored, result.data.test_images, device="cpu")
+    assert np.allclose(output.score.numpy(), result.scores["score"].to_numpy(), atol=1e-5)
+
+
+def test_knn_ensemble_averages_standardised_scores():
+    ensemble = build_detector(tiny_config(scoring="knn_ensemble"), weights=None)
+    ensemble.calibrate(torch.tensor([1.0, 3.0]), torch.tensor([10.0, 14.0]))
+
+    combined = ensemble.combine(torch.tensor([2.0 + 2**0.5]), torch.tensor([12.0]))
+
+    # model: mean 2, std sqrt(2) -> z = 1; knn: mean 12, std sqrt(8) -> z = 0
+    assert torch.allclose(combined, torch.tensor([0.5]))
+
+
+def test_knn_ensemble_bank_leaves_out_calibration_images(tiny_mvtec):
+    config = tiny_config(scoring="knn_ensemble", knn_bank_size=10_000)
+    data = prepare_data(config, tiny_mvtec)
+
+    ensemble, _ = fit_detector(config, data.train_images, data.train_labels, progress=False)
+
+    n_normal = int((data.train_labels == 0).sum())
+    held_out = min(CALIBRATION_IMAGES, n_normal // 2)
+    patches_per_image = (config.image_size // 16) ** 2
+    assert len(ensemble.knn.memory_bank) == (n_normal - held_out) * patches_per_image
+    assert not torch.equal(ensemble.reference, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"method": "devnet", "features": "multi", "train_backbone": False},
+        {"method": "patch_knn", "knn_sampling": "coreset", "knn_bank_size": 5000},
+        {"scoring": "knn_ensemble", "knn_smoothing": 1, "feature_smoothing": 3},
+    ],
+)
+def test_method_fields_round_trip(values):
+    config = get_profile("quick", **{"features": "multi", **values})
+
+    restored = Config.from_dict(json.loads(json.dumps(config.to_dict())))
+
+    assert restored == config
+    for field, value in values.items():
+        assert getattr(restored, field) == value
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"method": "kde"},
+        {"scoring": "rank"},
+        {"method": "devnet", "scoring": "knn_ensemble"},
+        {"knn_sampling": "kmeans"},
+        {"knn_smoothing": 2},
+        {"knn_bank_size": 0},
+        {"features": "last", "feature_smoothing": 3},
+        {"train_backbone": "no"},
+    ],
+)
+def test_invalid_method_fields_are_rejected(values):
+    field = next(iter(values)) if len(values) == 1 else list(values)[-1]
+    with pytest.raises(ValueError, match=field):
+        get_profile("quick", **values)

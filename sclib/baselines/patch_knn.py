@@ -205,7 +205,8 @@ class PatchKNN(nn.Module):
 
         parts = []
         for first in range(0, len(images), batch_size):
-            batch = normalize(images[first : first + batch_size].to(device), self.spec.mean, self.spec.std)
+            batch = images[first : first + batch_size].to(device)
+            batch = normalize(batch, self.spec.mean, self.spec.std)
             patches, _ = self.patches(batch.contiguous(memory_format=memory_format))
             parts.append(patches)
         patches = torch.cat(parts)

@@ -35,7 +35,8 @@ import torch
 import torchvision
 from torch import nn
 
-from sclib.models.features import FEATURE_LEVELS, multi_level_features
+from sclib.config import FEATURE_LEVELS
+from sclib.models.features import multi_level_features
 
 logger = logging.getLogger(__name__)
 

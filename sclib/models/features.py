@@ -30,8 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sclib.config import FEATURE_LEVELS  # noqa: F401  (re-exported for build_backbone)
-
 
 class MultiLevelFeatures(nn.Module):
     """Stride-8 and stride-16 stage outputs concatenated at stride 16.
