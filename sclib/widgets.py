@@ -301,24 +301,43 @@ def augmentation_gallery(
 
 
 def draw_blocks(pixels: torch.Tensor, view: explore.BlockView) -> Figure:
-    """Draw the image with blocks b1..b4, |R|, the draw's patch scores and the eval map."""
+    """Draw the image with blocks b1..b4, |R|, the draw's patch scores and the eval map.
+
+    The k x k maps have no single place in the image, because each cell mixes four
+    windows. The last panel stretches the eval map over the image, as anomaly maps are
+    usually shown, so read it as a coarse guide.
+    """
     figure = Figure(figsize=(11, 2.9))
     axes = figure.subplots(1, 4)
+    height, width = pixels.shape[-2:]
     _draw(axes[0], pixels, f"s = {view.side}, k = {view.block}, offsets {view.offsets}")
     size = view.block * view.cell_pixels
     blocks = zip(view.offsets, BLOCK_COLOURS, BLOCK_SIGNS_TEXT)
     for index, (offset, colour, sign) in enumerate(blocks):
-        corner = offset * view.cell_pixels + index * 0.8  # nudge, so equal offsets stay visible
+        # shrink each box a little more than the last, so repeated offsets stay visible
+        inset = 1.0 + 1.5 * index
+        corner = offset * view.cell_pixels + inset
         axes[0].add_patch(
-            Rectangle((corner, corner), size, size, fill=False, edgecolor=colour, linewidth=1.5)
+            Rectangle(
+                (corner, corner),
+                size - 2 * inset,
+                size - 2 * inset,
+                fill=False,
+                edgecolor=colour,
+                linewidth=1.5,
+            )
         )
         label = f"{sign}b{index + 1}"
-        axes[0].text(corner + 1, corner + 6 + 7 * index, label, color=colour, fontsize=8)
+        backing = {"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0}
+        axes[0].text(
+            corner + 2, corner + 2, label, color=colour, fontsize=8, va="top", bbox=backing
+        )
+    axes[0].set(xlim=(-0.5, width - 0.5), ylim=(height - 0.5, -0.5))
     _draw(axes[1], view.residual_norm, "|R| = |b4 - b3 + b2 - b1|", cmap="viridis")
     _draw(axes[2], view.patch_scores, "patch scores, this draw", cmap="viridis")
-    side = pixels.shape[-1]
-    overlay = F.interpolate(view.eval_patch_scores[None, None], size=(side, side), mode="nearest")
-    _draw(axes[3], pixels, f"eval map over the image (score {view.score:.3f})")
+    eval_map = view.eval_patch_scores[None, None]  # (k, k) -> (1, 1, k, k)
+    overlay = F.interpolate(eval_map, size=(height, width), mode="nearest")
+    _draw(axes[3], pixels, f"eval map, stretched (score {view.score:.3f})")
     axes[3].imshow(_picture(overlay[0]), cmap="inferno", alpha=0.5)
     figure.tight_layout()
     return figure
