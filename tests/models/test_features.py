@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +11,12 @@ import torch.nn.functional as F
 from sclib.config import get_profile
 from sclib.losses import two_head_loss
 from sclib.models.backbones import build_backbone
-from sclib.models.features import MultiLevelFeatures, freeze, multi_level_features
+from sclib.models.features import (
+    MultiLevelFeatures,
+    freeze,
+    fuse_batch_norms,
+    multi_level_features,
+)
 from sclib.models.two_head import build_model
 from sclib.train import train
 
@@ -147,3 +154,28 @@ def test_training_updates_heads_not_frozen_backbone():
         for before, after in zip(heads_before, model.anomaly_head.parameters())
     ]
     assert any(changed)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "simple_cnn"])
+@pytest.mark.parametrize("features", ["last", "multi"])
+def test_fused_batch_norms_keep_output(name, features):
+    backbone, _ = build_backbone(name, weights=None, features=features)
+    generator = torch.Generator().manual_seed(0)
+    for module in backbone.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            # non-trivial statistics, so that a wrong fold shows
+            module.running_mean.uniform_(-1, 1, generator=generator)
+            module.running_var.uniform_(0.5, 2, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.uniform_(-1, 1, generator=generator)
+    reference = copy.deepcopy(backbone).eval()
+    batch = images(size=96)
+
+    folded = fuse_batch_norms(backbone.eval(), torch.zeros(1, 3, 64, 64))
+
+    remaining = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert folded > 0
+    assert remaining == []
+    with torch.no_grad():
+        expected = reference(batch)
+        assert torch.allclose(backbone(batch), expected, atol=1e-4 * expected.abs().max())
