@@ -92,7 +92,7 @@ class Explorer(ipywidgets.VBox):
         try:
             state, figure, caption = self._update(**self.values())
         except ValueError as error:
-            # An invalid combination of control values: show why instead of failing silently.
+            # Show why the control values were rejected, instead of failing silently.
             logger.info("explorer update rejected: %s", error)
             self.caption.value = f"<b>Not shown:</b> {html.escape(str(error))}"
             return
@@ -182,8 +182,8 @@ def saliency_explorer(
 ):
     """Explore how SaliencyCut builds a pseudo anomaly from a donor N and a base A.
 
-    The raw saliency of every image is computed once; the sliders only smooth,
-    threshold and paste again, so they respond quickly.
+    The raw saliency of every image is computed once, so the sliders only smooth,
+    threshold and paste again, and they respond quickly.
 
     Args:
         model: a ``TwoHeadModel``.
