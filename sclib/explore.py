@@ -52,6 +52,12 @@ def load_pixels(paths: Iterable[str | os.PathLike], size: int) -> torch.Tensor:
     return batch.permute(0, 3, 1, 2).contiguous()  # (B, H, W, 3) -> (B, 3, H, W)
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Return the device of the model's first parameter (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def to_unit_range(
     images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
@@ -98,11 +104,11 @@ def donor_saliency(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor
         pixels: uint8 (B, 3, H, W).
 
     Returns:
-        float (B, 1, H, W) >= 0.
+        float (B, 1, H, W) >= 0, on the CPU.
     """
-    images = normalize(pixels, model.spec.mean, model.spec.std)
+    images = normalize(pixels.to(model_device(model)), model.spec.mean, model.spec.std)
     labels = torch.zeros(len(images), dtype=torch.long, device=images.device)
-    return input_saliency(model, images, labels)
+    return input_saliency(model, images, labels).cpu()
 
 
 def saliency_view(
@@ -172,17 +178,23 @@ def augment_all(
         names: augmentation names, see ``sclib.augment.AUGMENTATIONS``.
 
     Returns:
-        ``{name: AugmentResult}`` in the order of ``names``; ``images`` are normalised
-        model inputs (use :func:`to_unit_range` to display them).
+        ``{name: AugmentResult}`` in the order of ``names``, on the CPU; ``images`` are
+        normalised model inputs (use :func:`to_unit_range` to display them).
     """
     labels = gallery_labels(len(pixels)) if labels is None else labels
-    images = normalize(pixels, model.spec.mean, model.spec.std)
+    images = normalize(pixels.to(model_device(model)), model.spec.mean, model.spec.std)
+    labels = labels.to(images.device)
     results = {}
     for name in names:
         augmentation = get_augmentation(name)
         generator = torch.Generator().manual_seed(seed)
-        results[name] = augmentation(images, labels, model, generator)
+        result = augmentation(images, labels, model, generator)
+        results[name] = AugmentResult(*(_to_cpu(field) for field in result))
     return results
+
+
+def _to_cpu(value):
+    return value.detach().cpu() if isinstance(value, torch.Tensor) else value
 
 
 # --- model: residual blocks and patch scores --------------------------------------------
@@ -229,7 +241,7 @@ def block_view(model: torch.nn.Module, pixels: torch.Tensor, draw: int = 0) -> B
     if pixels.dim() == 3:
         pixels = pixels[None]  # (3, H, W) -> (1, 3, H, W)
     model.eval()
-    images = normalize(pixels, model.spec.mean, model.spec.std)
+    images = normalize(pixels.to(model_device(model)), model.spec.mean, model.spec.std)
     with torch.inference_mode():
         features = model.backbone(images)
         side = min(features.shape[-2:])
@@ -245,9 +257,9 @@ def block_view(model: torch.nn.Module, pixels: torch.Tensor, draw: int = 0) -> B
         block=int(residual.shape[-1]),
         offsets=tuple(offsets),
         cell_pixels=images.shape[-1] / features.shape[-1],
-        residual_norm=residual[0].float().square().mean(dim=0).sqrt(),
-        patch_scores=patch_scores[0, 0].float(),
-        eval_patch_scores=output.patch_scores[0, 0].float(),
+        residual_norm=residual[0].float().square().mean(dim=0).sqrt().cpu(),
+        patch_scores=patch_scores[0, 0].float().cpu(),
+        eval_patch_scores=output.patch_scores[0, 0].float().cpu(),
         score=float(output.score[0]),
     )
 

@@ -261,3 +261,14 @@ def test_role_matrix_orders_roles_and_classes(tiny_mvtec):
     test_classes = [name for role, name in matrix.columns if role == "test"]
     assert test_classes == ["good", "dent", "scratch"]
     assert (matrix.sum(axis=1) == len(discover(tiny_mvtec))).all()
+
+
+@pytest.mark.gpu
+def test_views_accept_cuda_model(pixels):
+    model = build_model("simple_cnn", weights=None).eval().to("cuda")
+    raw = explore.donor_saliency(model, pixels)
+    assert raw.device.type == "cpu"
+    results = explore.augment_all(model, pixels, seed=0, names=["saliencycut"])
+    assert results["saliencycut"].images.device.type == "cpu"
+    view = explore.block_view(model, pixels[0], draw=0)
+    assert view.eval_patch_scores.device.type == "cpu"
