@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -170,52 +170,67 @@ def paste_per_sample(
     return mixed
 
 
-@dataclass
-class BaselineTiming:
-    """Wall-clock seconds of the timed steps, total and per phase (see ``PHASES``)."""
+class StepTiming(NamedTuple):
+    """Wall-clock seconds of one training step and of each of its phases (``PHASES``)."""
 
-    step_seconds: list[float] = field(default_factory=list)
-    phase_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-    losses: list[float] = field(default_factory=list)
+    seconds: float
+    phase_seconds: dict[str, float]
+    loss: float
 
 
-def train_research_style(
-    model: nn.Module,
-    dataset: ResearchStyleDataset,
-    sampler: BalancedKeySampler,
-    steps: int,
-    warmup: int,
-    device: torch.device,
-    lr: float = 2e-4,
-    weight_decay: float = 1e-5,
-    grad_clip: float = 1.0,
-    grid: int = 18,
-    order: int = 2,
-    threshold: float = 0.4,
-    num_workers: int = 0,
-    seed: int = 0,
-) -> BaselineTiming:
-    """Run ``warmup + steps`` research-style training steps and time the last ``steps``.
+class ResearchStyleTrainer:
+    """Research-style training, one step per call of :meth:`step`.
 
     A step runs from asking the loader for a batch to the end of the optimiser step, so
     with ``num_workers=0`` it includes every decode and transform of that batch.
-    """
-    model.to(device=device, memory_format=torch.contiguous_format)
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    batches = iter(loader)
-    paste_rng = np.random.default_rng(seed + 1)
-    timing = BaselineTiming()
 
-    for step in range(warmup + steps):
+    Args:
+        model: the model to train; it is moved to ``device`` in the contiguous format.
+        dataset: training images.
+        sampler: batch sampler over ``dataset`` keys.
+        device: training device.
+        lr, weight_decay: Adam settings.
+        grad_clip: maximum gradient norm.
+        grid, order, threshold: SaliencyCut smoothing and mask settings.
+        num_workers: DataLoader worker processes.
+        seed: seed of the donor draws.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: ResearchStyleDataset,
+        sampler: BalancedKeySampler,
+        device: torch.device,
+        lr: float = 2e-4,
+        weight_decay: float = 1e-5,
+        grad_clip: float = 1.0,
+        grid: int = 18,
+        order: int = 2,
+        threshold: float = 0.4,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        self.model = model.to(device=device, memory_format=torch.contiguous_format)
+        self.device = device
+        self.parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        self.optimizer = torch.optim.Adam(self.parameters, lr=lr, weight_decay=weight_decay)
+        self.grad_clip = grad_clip
+        self.grid, self.order, self.threshold = grid, order, threshold
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        self.batches = iter(loader)
+        self.paste_rng = np.random.default_rng(seed + 1)
+
+    def step(self) -> StepTiming:
+        """Run one training step and return its timing."""
+        model, device = self.model, self.device
         marks = [_mark(device)]
-        images, labels = next(batches)
+        images, labels = next(self.batches)
         images = images.to(device)
         labels = labels.to(device)
         marks.append(_mark(device))
@@ -223,23 +238,23 @@ def train_research_style(
         saliency = whole_batch_saliency(model, images, labels)
         marks.append(_mark(device))
 
-        mixed = paste_per_sample(images, labels, saliency, paste_rng, grid, order, threshold)
+        mixed = paste_per_sample(
+            images, labels, saliency, self.paste_rng, self.grid, self.order, self.threshold
+        )
         marks.append(_mark(device))
 
         model.train()
         loss = two_head_loss(model(mixed), labels).total
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(parameters, grad_clip)
-        optimizer.step()
+        nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
+        self.optimizer.step()
         marks.append(_mark(device))
 
-        if step >= warmup:
-            timing.step_seconds.append(marks[-1] - marks[0])
-            for phase, start, end in zip(PHASES, marks[:-1], marks[1:]):
-                timing.phase_seconds[phase] += end - start
-            timing.losses.append(float(loss.detach()))
-    return timing
+        phase_seconds = {
+            phase: end - start for phase, start, end in zip(PHASES, marks[:-1], marks[1:])
+        }
+        return StepTiming(marks[-1] - marks[0], phase_seconds, float(loss.detach()))
 
 
 def score_research_style(

@@ -13,9 +13,11 @@ One process, one data split, one seed and the same start weights for every varia
 - variants of the fast path (float32 contiguous, float32 channels-last, bfloat16
   channels-last) so that the effect of each lever shows.
 
-Each variant runs ``--warmup`` untimed steps and then ``--steps`` timed steps; a step
-is timed from fetching the batch to the end of the optimiser step. Scoring speed is
-measured on ``--eval-images`` test images. The backbones use random weights
+The variants take turns: each round runs one step of every variant, in an order that
+rotates from round to round, so that a change in machine load hits them alike. The
+first ``--warmup`` rounds are not timed, and then ``--steps`` rounds are. A step is timed
+from fetching the batch to the end of the optimiser step. Scoring speed is measured on
+``--eval-images`` test images. The backbones use random weights
 (``weights=None``), which changes nothing about speed. The caches are built once, in a
 temporary folder unless ``--cache-dir`` is given, and their build time is reported as
 a one-off cost.
@@ -35,10 +37,11 @@ import importlib
 import logging
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,8 +61,9 @@ from research_baseline import (
     PHASES,
     BalancedKeySampler,
     ResearchStyleDataset,
+    ResearchStyleTrainer,
+    StepTiming,
     score_research_style,
-    train_research_style,
 )
 
 logger = logging.getLogger("train_speed")
@@ -113,15 +117,11 @@ def load_average() -> list[float] | None:
 
 
 def profile_config(args: argparse.Namespace, profile: str) -> Config:
-    """Return the benchmark config of ``profile``: one epoch of warm-up plus timed steps."""
+    """Return the config of ``profile`` with the benchmark's overrides applied."""
     overrides: dict[str, Any] = {
         "weights": None,
         "device": args.device,
         "seed": args.seed,
-        "epochs": 1,
-        "steps_per_epoch": args.warmup + args.steps,
-        # a log point after every step lets the benchmark reset its timers after warm-up
-        "log_every": 1,
         "precision": args.precision,
         "channels_last": True,
         "max_test": args.eval_images,
@@ -189,70 +189,57 @@ class CallTimer:
                 setattr(self.module, name, function)
 
 
-def run_fast_path(
-    config: Config, data: PreparedData, warmup: int, breakdown: bool = True
-) -> dict[str, Any]:
-    """Train with ``sclib.train.train`` and return the throughput of the timed steps."""
-    device = resolve_device(config.device)
-    model = build_start_model(config)
-    timer = CallTimer(SALIENCYCUT_MODULE, ("input_saliency", "smooth_saliency"), device)
+class FastPathRunner:
+    """``sclib.train.train`` one step at a time, on weights that persist between steps.
 
-    def reset_after_warmup(history) -> None:
-        if len(history) == warmup:
-            timer.reset()
+    Each :meth:`step` calls ``train`` for a single step with the seed ``config.seed +
+    round_index``, so every round draws a new batch. ``train`` builds a new Adam
+    optimiser at each call, which changes the update but not the work of a step.
 
-    context = timer.installed() if breakdown else contextlib.nullcontext()
-    if warmup == 0:
-        timer.reset()
-    with context:
-        history = train(
-            model,
-            data.train_images,
-            data.train_labels,
-            config,
-            progress=False,
-            callback=reset_after_warmup,
-        )
+    Args:
+        config: the run config; its schedule fields are replaced by a single step.
+        data: the prepared split with its uint8 caches.
+        breakdown: time ``input_saliency`` inside the augmentation phase as well.
+    """
 
-    timed = history[history["step"] > warmup]
-    step_seconds = config.batch_size / timed["images_per_s"]
-    total = float(step_seconds.sum())
-    result: dict[str, Any] = {
-        "precision": "bf16" if autocast_dtype(device, config.precision) else "fp32",
-        "channels_last": config.channels_last,
-        "train_images_per_s": config.batch_size * len(timed) / total,
-        "step_seconds": [round(value, 4) for value in step_seconds],
-        "mean_loss": float(timed["loss"].mean()),
-    }
-    if breakdown:
-        data_seconds = float((step_seconds * timed["data_time_share"]).sum())
-        augment_seconds = float((step_seconds * timed["augment_time_share"]).sum())
+    def __init__(self, config: Config, data: PreparedData, breakdown: bool = True):
+        self.config = config.replace(epochs=1, steps_per_epoch=1, log_every=1)
+        self.data = data
+        self.model = build_start_model(config)
+        device = resolve_device(config.device)
+        self.timer = CallTimer(SALIENCYCUT_MODULE, ("input_saliency",), device)
+        self.breakdown = breakdown and "input_saliency" in self.timer.names
+
+    def step(self, round_index: int) -> StepTiming:
+        """Run one training step and return its timing, split into ``PHASES``."""
+        config = self.config.replace(seed=self.config.seed + round_index)
+        self.timer.reset()
+        context = self.timer.installed() if self.breakdown else contextlib.nullcontext()
+        with context:
+            history = train(
+                self.model, self.data.train_images, self.data.train_labels, config,
+                progress=False,
+            )  # fmt: skip
+
+        row = history.iloc[-1]
+        seconds = config.batch_size / row["images_per_s"]
+        data_seconds = seconds * row["data_time_share"]
+        augment_seconds = seconds * row["augment_time_share"]
         phase_seconds: dict[str, float | None] = {
             "data": data_seconds,
             "saliency": None,
             "smooth_and_paste": None,
-            "train_pass": max(total - data_seconds - augment_seconds, 0.0),
+            "train_pass": max(seconds - data_seconds - augment_seconds, 0.0),
         }
-        # Without the timer (an sclib version that renamed the function) only the sum of
-        # the two augmentation phases is known.
-        if "input_saliency" in timer.names:
-            saliency_seconds = timer.seconds["input_saliency"]
+        if self.breakdown:
+            saliency_seconds = self.timer.seconds["input_saliency"]
             phase_seconds["saliency"] = saliency_seconds
             phase_seconds["smooth_and_paste"] = max(augment_seconds - saliency_seconds, 0.0)
-        result["breakdown"] = {
-            phase: None if seconds is None else seconds / total
-            for phase, seconds in phase_seconds.items()
-        }
-        result["breakdown"]["augment"] = augment_seconds / total
-    result["model"] = model
-    return result
+        return StepTiming(seconds, phase_seconds, float(row["loss"]))
 
 
-def run_baseline(
-    config: Config, data: PreparedData, warmup: int, steps: int, workers: int
-) -> dict[str, Any]:
-    """Train the research-style way and return the throughput of the timed steps."""
-    device = resolve_device(config.device)
+def build_baseline(config: Config, data: PreparedData, workers: int) -> ResearchStyleTrainer:
+    """Build the research-style trainer on the same split, seed and start weights."""
     model = build_start_model(config)
     spec = model.spec
     paths = [record.path for record in data.train_records]
@@ -264,13 +251,11 @@ def run_baseline(
         batch_size=config.batch_size,
         seed=config.seed,
     )
-    timing = train_research_style(
+    return ResearchStyleTrainer(
         model,
         dataset,
         sampler,
-        steps=steps,
-        warmup=warmup,
-        device=device,
+        device=resolve_device(config.device),
         lr=config.lr,
         weight_decay=config.weight_decay,
         grad_clip=config.grad_clip if config.grad_clip is not None else float("inf"),
@@ -280,20 +265,25 @@ def run_baseline(
         num_workers=workers,
         seed=config.seed,
     )
-    total = sum(timing.step_seconds)
+
+
+def summarize_steps(timings: list[StepTiming], batch_size: int) -> dict[str, Any]:
+    """Return throughput, step times, mean loss and phase shares of the timed steps.
+
+    A phase share is None when that phase was not timed. ``augment`` is the share of
+    saliency plus smoothing and paste.
+    """
+    total = sum(timing.seconds for timing in timings)
+    breakdown: dict[str, float | None] = {}
+    for phase in PHASES:
+        values = [timing.phase_seconds[phase] for timing in timings]
+        breakdown[phase] = None if None in values else sum(values) / total
+    breakdown["augment"] = max(1.0 - breakdown["data"] - breakdown["train_pass"], 0.0)
     return {
-        "precision": "fp32",
-        "channels_last": False,
-        "data_workers": workers,
-        "train_images_per_s": config.batch_size * steps / total,
-        "step_seconds": [round(value, 4) for value in timing.step_seconds],
-        "mean_loss": sum(timing.losses) / len(timing.losses),
-        "breakdown": {
-            **{phase: timing.phase_seconds[phase] / total for phase in PHASES},
-            "augment": (timing.phase_seconds["saliency"] + timing.phase_seconds["smooth_and_paste"])
-            / total,
-        },
-        "model": model,
+        "train_images_per_s": batch_size * len(timings) / total,
+        "step_seconds": [round(timing.seconds, 4) for timing in timings],
+        "mean_loss": sum(timing.loss for timing in timings) / len(timings),
+        "breakdown": breakdown,
     }
 
 
@@ -343,6 +333,26 @@ def fast_variants(args: argparse.Namespace, config: Config) -> list[tuple[str, C
     return chosen
 
 
+def run_rounds(
+    runners: dict[str, Callable[[int], StepTiming]], warmup: int, steps: int
+) -> dict[str, list[StepTiming]]:
+    """Run one step of every runner per round and return the timings of the timed rounds.
+
+    The runners take turns within a round, and the order rotates from round to round, so
+    a change in machine load affects them alike.
+    """
+    names = list(runners)
+    timings: dict[str, list[StepTiming]] = {name: [] for name in names}
+    for round_index in range(warmup + steps):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            timing = runners[name](round_index)
+            if round_index >= warmup:
+                timings[name].append(timing)
+        print(f"  round {round_index + 1}/{warmup + steps} done", flush=True)
+    return timings
+
+
 def benchmark_profile(
     args: argparse.Namespace, profile: str, cache_dir: Path
 ) -> dict[str, Any]:
@@ -356,7 +366,7 @@ def benchmark_profile(
         f"\nprofile {profile}: {config.backbone}, {config.image_size} px, batch "
         f"{config.batch_size}, {config.n_scales} scales, {config.augmentation}, "
         f"train_backbone={getattr(config, 'train_backbone', True)}; {args.steps} timed "
-        f"steps after {args.warmup} warm-up; {n_train} training and {n_test} test images "
+        f"rounds after {args.warmup} warm-up; {n_train} training and {n_test} test images "
         f"(cache built in {cache_seconds:.1f} s)",
         flush=True,
     )
@@ -368,33 +378,58 @@ def benchmark_profile(
         "load_before": load_average(),
     }
 
-    baseline = run_baseline(config, data, args.warmup, args.steps, args.baseline_workers)
+    baseline_trainer = build_baseline(config, data, args.baseline_workers)
+    fast = FastPathRunner(config, data)
+    default_name = _variant_name(fast.config)
+    runners: dict[str, Callable[[int], StepTiming]] = {
+        "baseline": lambda round_index: baseline_trainer.step(),
+        "fast": fast.step,
+    }
+    for name, variant_config in fast_variants(args, config):
+        runners[name] = FastPathRunner(variant_config, data, breakdown=False).step
+    timings = run_rounds(runners, args.warmup, args.steps)
+
+    baseline = {
+        "precision": "fp32",
+        "channels_last": False,
+        "data_workers": args.baseline_workers,
+        **summarize_steps(timings["baseline"], config.batch_size),
+    }
+    fast_result = {
+        "precision": default_name.split(",")[0],
+        "channels_last": config.channels_last,
+        **summarize_steps(timings["fast"], config.batch_size),
+    }
     baseline["inference_images_per_s"] = baseline_inference(
-        baseline.pop("model"), data, config, args.baseline_workers
+        baseline_trainer.model, data, config, args.baseline_workers
     )
-    result["baseline"] = baseline
+    fast_result["inference_images_per_s"] = fast_inference(fast.model, data, config)
+    result["baseline"], result["fast"] = baseline, fast_result
     _print_row("research-style baseline", baseline)
+    _print_row(f"sclib fast path ({default_name})", fast_result)
 
-    fast = run_fast_path(config, data, args.warmup)
-    fast["inference_images_per_s"] = fast_inference(fast.pop("model"), data, config)
-    result["fast"] = fast
-    _print_row(f"sclib fast path ({_variant_name(fast)})", fast)
-
+    per_round = [
+        slow.seconds / quick.seconds
+        for slow, quick in zip(timings["baseline"], timings["fast"])
+    ]
     result["ratio"] = {
-        "train": fast["train_images_per_s"] / baseline["train_images_per_s"],
-        "inference": fast["inference_images_per_s"] / baseline["inference_images_per_s"],
+        "train": fast_result["train_images_per_s"] / baseline["train_images_per_s"],
+        "train_per_round": [round(value, 3) for value in per_round],
+        "train_median": statistics.median(per_round),
+        "inference": fast_result["inference_images_per_s"] / baseline["inference_images_per_s"],
     }
     print(
-        f"  speed-up: training {result['ratio']['train']:.2f}x, "
-        f"scoring {result['ratio']['inference']:.2f}x",
+        f"  speed-up: training {result['ratio']['train']:.2f}x (per round "
+        f"{', '.join(f'{value:.2f}' for value in per_round)}), scoring "
+        f"{result['ratio']['inference']:.2f}x",
         flush=True,
     )
 
-    variants = [{"name": _variant_name(fast), "default": True, **_summary(fast)}]
-    for name, variant_config in fast_variants(args, config):
-        measured = run_fast_path(variant_config, data, args.warmup, breakdown=False)
-        measured.pop("model")
-        variants.append({"name": name, "default": False, **_summary(measured)})
+    variants = [{"name": default_name, "default": True, **_summary(fast_result)}]
+    for name in runners:
+        if name not in ("baseline", "fast"):
+            summary = summarize_steps(timings[name], config.batch_size)
+            variants.append({"name": name, "default": False, **_summary(summary)})
     result["variants"] = sorted(variants, key=lambda row: row["train_images_per_s"])
     if len(variants) > 1:
         print("  fast-path variants (training images/s):")
@@ -405,13 +440,15 @@ def benchmark_profile(
     return result
 
 
-def _variant_name(result: dict[str, Any]) -> str:
-    layout = "channels-last" if result["channels_last"] else "contiguous"
-    return f"{result['precision']}, {layout}"
+def _variant_name(config: Config) -> str:
+    device = resolve_device(config.device)
+    precision = "bf16" if autocast_dtype(device, config.precision) else "fp32"
+    layout = "channels-last" if config.channels_last else "contiguous"
+    return f"{precision}, {layout}"
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("precision", "channels_last", "train_images_per_s", "step_seconds")
+    keys = ("train_images_per_s", "step_seconds")
     return {key: result[key] for key in keys}
 
 

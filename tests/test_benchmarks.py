@@ -109,6 +109,9 @@ def test_speed_report_ratio_matches_rates(speed_report):
     assert profile["ratio"]["train"] == pytest.approx(expected)
     expected = fast["inference_images_per_s"] / baseline["inference_images_per_s"]
     assert profile["ratio"]["inference"] == pytest.approx(expected)
+    expected = baseline["step_seconds"][0] / fast["step_seconds"][0]
+    assert profile["ratio"]["train_per_round"] == [pytest.approx(expected, rel=1e-2)]
+    assert profile["ratio"]["train_median"] == pytest.approx(expected, rel=1e-2)
 
 
 def test_speed_report_variant_table(speed_report):
