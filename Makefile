@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
+# Two-digit notebook prefixes for `make demo`, for example NOTEBOOKS=06; empty runs 00 to 05.
+NOTEBOOKS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv clean-venv
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/python -m sclib.demo --profile $(PROFILE)
+	$(BIN)/python -m sclib.demo --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS))
 
 test: venv
 	$(BIN)/python -m pytest -q

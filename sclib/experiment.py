@@ -75,6 +75,9 @@ class PreparedData:
         test_records: test images, sorted by path.
         test_images: uint8 (N_test, 3, S, S) in the order of ``test_records``.
         seen_classes: defect classes of the labelled anomalies.
+        validation_records: unlabelled training normals held out of training
+            (``config.validation_normal`` of them), sorted by path; role "validation".
+        validation_images: uint8 (N_validation, 3, S, S), or None without validation.
     """
 
     data_root: Path
@@ -86,6 +89,8 @@ class PreparedData:
     test_records: list[ImageRecord]
     test_images: torch.Tensor
     seen_classes: list[str]
+    validation_records: list[ImageRecord] = field(default_factory=list)
+    validation_images: torch.Tensor | None = None
 
     @property
     def test_labels(self) -> np.ndarray:
@@ -112,6 +117,8 @@ class RunResult:
         metrics: output of ``sclib.metrics.evaluate``.
         timing: seconds per phase: ``prepare_s``, ``train_s``, ``score_s``, and
             ``total_s`` from the start to the end of scoring (writing files excluded).
+        validation_scores: scores of the held-out normals and labelled anomalies (see
+            ``score_validation``), or None; written to ``validation_scores.csv``.
     """
 
     run_dir: Path | None
@@ -122,6 +129,7 @@ class RunResult:
     scores: pd.DataFrame
     metrics: dict[str, Any]
     timing: dict[str, float] = field(default_factory=dict)
+    validation_scores: pd.DataFrame | None = None
 
 
 def prepare_data(
@@ -165,11 +173,14 @@ def prepare_data(
     train_normal = _random_subset(split.train_normal, config.max_train_normal, rng)
     test_records = _stratified_subset(split.test, config.max_test, rng)
     _check_test_set(test_records, config)
+    train_normal, validation_records = _hold_out(train_normal, config.validation_normal, rng)
 
     manifest = split.manifest.copy()
     kept = {str(record.path) for record in train_normal + test_records}
+    held_out = {str(record.path) for record in validation_records}
     left_out = manifest["role"].isin(["train_normal", "test"]) & ~manifest["path"].isin(kept)
     manifest.loc[left_out, "role"] = "unused"
+    manifest.loc[manifest["path"].isin(held_out), "role"] = "validation"
 
     train_records = train_normal + list(split.train_anomaly)
     train_labels = torch.tensor(
@@ -192,6 +203,11 @@ def prepare_data(
     test_cache = build_image_cache(
         [record.path for record in test_records], config.image_size, cache_dir, progress=progress
     )
+    validation_images = None
+    if validation_records:
+        validation_images = build_image_cache(
+            [record.path for record in validation_records], config.image_size, cache_dir
+        ).images
     return PreparedData(
         data_root=data_root,
         split=split,
@@ -202,7 +218,26 @@ def prepare_data(
         test_records=test_records,
         test_images=test_cache.images,
         seen_classes=list(split.seen_classes),
+        validation_records=validation_records,
+        validation_images=validation_images,
     )
+
+
+def _hold_out(
+    records: list[ImageRecord], count: int, rng: np.random.Generator
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Split ``records`` into (kept, held out) with ``count`` held out at random."""
+    if count == 0:
+        return records, []
+    if count >= len(records):
+        raise ValueError(
+            f"validation_normal={count} would hold out all {len(records)} unlabelled training "
+            "images; use a smaller validation_normal."
+        )
+    held = set(rng.choice(len(records), size=count, replace=False).tolist())
+    kept = [record for index, record in enumerate(records) if index not in held]
+    held_out = [record for index, record in enumerate(records) if index in held]
+    return kept, held_out
 
 
 def _random_subset(
@@ -324,6 +359,45 @@ def evaluate_run(
     return scores, metrics
 
 
+def score_validation(model: TwoHeadModel, data: PreparedData, config: Config) -> pd.DataFrame | None:
+    """Score the held-out normals and the labelled anomalies for calibration.
+
+    The anomaly rows are the labelled training anomalies, the only anomalies outside the
+    test set, so they were seen in training; the normal rows were not.
+
+    Returns:
+        A DataFrame with the columns of ``SCORE_COLUMNS`` and role "validation", or None
+        when the run holds out no normal image.
+    """
+    if not data.validation_records:
+        return None
+    anomalous = data.train_labels == 1
+    records = data.validation_records + [
+        record for record, keep in zip(data.train_records, anomalous.tolist()) if keep
+    ]
+    images = torch.cat([data.validation_images, data.train_images[anomalous]])
+    output = score_images(
+        model,
+        images,
+        batch_size=config.eval_batch_size,
+        device=config.device,
+        precision=config.precision,
+        channels_last=config.channels_last,
+    )
+    return pd.DataFrame(
+        {
+            "path": [str(record.path) for record in records],
+            "label": [0] * len(data.validation_records) + [1] * int(anomalous.sum()),
+            "defect_class": [record.defect_class for record in records],
+            "role": "validation",
+            "score": output.score.numpy(),
+            "normal_score": output.normal_score.numpy(),
+            "anomaly_score": output.anomaly_score.numpy(),
+        },
+        columns=list(SCORE_COLUMNS),
+    )
+
+
 def write_outputs(result: RunResult, run_dir: str | Path | None = None) -> Path:
     """Write every file of a run into its run folder and return the folder.
 
@@ -340,8 +414,16 @@ def write_outputs(result: RunResult, run_dir: str | Path | None = None) -> Path:
         )
     run_dir = Path(run_dir)
     _check_outside_data(run_dir, result.data.data_root)
+    if (run_dir / METRICS_FILE).exists():
+        raise ValueError(
+            f"run folder {run_dir} already contains the {METRICS_FILE} of a finished run, "
+            "which must not be overwritten; write into a new folder from "
+            "sclib.runs.new_run_dir."
+        )
 
     write_csv_atomic(result.data.manifest, run_dir / "manifest.csv")
+    if result.validation_scores is not None:
+        write_csv_atomic(result.validation_scores, run_dir / "validation_scores.csv")
     write_csv_atomic(result.history, run_dir / "history.csv")
     write_csv_atomic(result.scores, run_dir / "scores.csv")
     save_checkpoint(run_dir / "model.pt", result.model, result.config)
@@ -423,7 +505,10 @@ def run_experiment(
         "score_s": scored - trained,
         "total_s": scored - started,
     }
-    result = RunResult(run_dir, config, data, model, history, scores, metrics, timing)
+    validation_scores = score_validation(model, data, config)
+    result = RunResult(
+        run_dir, config, data, model, history, scores, metrics, timing, validation_scores
+    )
     write_outputs(result)
     return result
 

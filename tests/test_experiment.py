@@ -46,6 +46,7 @@ def _config(**overrides):
         "setting": "hard",
         "known_class": "scratch",
         "n_anomaly": 2,
+        "validation_normal": 0,
     }
     values.update(overrides)
     return get_profile("tiny", **values)
@@ -272,3 +273,46 @@ def test_failed_run_leaves_no_metrics(tiny_mvtec, tmp_path, monkeypatch):
     assert record["status"] == "running"
     assert (tmp_path / "run" / "manifest.csv").is_file()
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_validation_normals_leave_training(tiny_mvtec):
+    config = get_profile("tiny", backbone="simple_cnn", weights=None, n_anomaly=2, validation_normal=3)
+
+    data = prepare_data(config, tiny_mvtec)
+
+    held_out = {str(record.path) for record in data.validation_records}
+    trained = {str(record.path) for record in data.train_records}
+    assert len(held_out) == 3
+    assert not held_out & trained
+    assert tuple(data.validation_images.shape[:2]) == (3, 3)
+    roles = data.manifest.set_index("path").loc[sorted(held_out), "role"]
+    assert set(roles) == {"validation"}
+
+
+def test_run_writes_validation_scores(tiny_mvtec, tmp_path):
+    config = get_profile("tiny", backbone="simple_cnn", weights=None, n_anomaly=2, validation_normal=3)
+
+    result = run_experiment(config, tiny_mvtec, run_dir=tmp_path / "run", progress=False)
+
+    validation = pd.read_csv(result.run_dir / "validation_scores.csv")
+    assert validation["role"].eq("validation").all()
+    assert int((validation["label"] == 0).sum()) == 3
+    assert int((validation["label"] == 1).sum()) == 2
+
+
+def test_validation_cannot_take_every_normal(tiny_mvtec):
+    config = get_profile("tiny", backbone="simple_cnn", weights=None, n_anomaly=2, validation_normal=8)
+
+    with pytest.raises(ValueError, match="validation_normal=8"):
+        prepare_data(config, tiny_mvtec)
+
+
+def test_write_outputs_keeps_finished_run(tiny_mvtec, tmp_path):
+    config = get_profile("tiny", backbone="simple_cnn", weights=None, n_anomaly=2)
+    result = run_experiment(config, tiny_mvtec, run_dir=tmp_path / "run", progress=False)
+    before = (result.run_dir / "metrics.json").read_bytes()
+
+    with pytest.raises(ValueError, match="finished run"):
+        write_outputs(result)
+
+    assert (result.run_dir / "metrics.json").read_bytes() == before
