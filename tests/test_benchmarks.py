@@ -37,7 +37,7 @@ def speed_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run train_speed.py for one step of each variant at 64 px and return its JSON."""
     tmp_path = tmp_path_factory.mktemp("speed")
     data_root = make_tiny_mvtec(tmp_path / "data")
-    output = tmp_path / "speed.json"
+    output = tmp_path / "results" / "speed.json"
     command = [
         sys.executable,
         str(BENCHMARKS / "train_speed.py"),
