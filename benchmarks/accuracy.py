@@ -53,6 +53,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "two_head_quick_model_only": ("quick", {"scoring": "model"}),
     "two_head_best": ("best_cpu", {}),
     "two_head_best_model_only": ("best_cpu", {"scoring": "model"}),
+    "two_head_best_200": ("best_cpu", {"epochs": 8, "lr_step_epochs": 6}),
     # the quick profile before multi-level frozen features: EfficientNet-Lite0 last stage
     # fine-tuned end to end, 224 px, 150 steps
     "two_head_finetune_last": (

@@ -251,10 +251,10 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "scoring": "knn_ensemble",
         "image_size": 224,
         "batch_size": 32,
-        "epochs": 8,
+        "epochs": 4,
         "steps_per_epoch": 25,
         "lr": 1e-3,
-        "lr_step_epochs": 6,
+        "lr_step_epochs": 3,
         "log_every": 10,
     },
     "tiny": {
