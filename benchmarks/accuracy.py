@@ -49,8 +49,13 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     ),
     "devnet_quick": ("quick", {"method": "devnet", "augmentation": "none", "scoring": "model"}),
     "devnet_best": ("best_cpu", {"method": "devnet", "augmentation": "none", "scoring": "model"}),
+    "devnet_best_knn": ("best_cpu", {"method": "devnet", "augmentation": "none"}),
     "two_head_quick": ("quick", {}),
-    "two_head_quick_model_only": ("quick", {"scoring": "model"}),
+    # quick as first measured: 60 steps, all training normals used for training
+    "two_head_quick_60": (
+        "quick",
+        {"epochs": 3, "steps_per_epoch": 20, "lr_step_epochs": 2, "validation_normal": 0},
+    ),
     "two_head_best": ("best_cpu", {}),
     "two_head_best_model_only": ("best_cpu", {"scoring": "model"}),
     "two_head_best_200": ("best_cpu", {"epochs": 8, "lr_step_epochs": 6}),
@@ -187,22 +192,38 @@ def run_one(name: str, setting: str, seed: int, data_root: Path, overrides: dict
 
 
 def summarize(rows: pd.DataFrame) -> str:
-    """Return a Markdown table of mean and std per configuration and setting."""
+    """Return a Markdown table of mean and std per configuration, setting and overrides.
+
+    A single seed has no standard deviation and shows only its value. Times are means
+    per run: wall-clock minutes of fitting plus scoring, and process CPU minutes (both
+    threads counted) of the same. ``load`` is the range of the load average at the
+    starts of the runs.
+    """
     lines = [
-        "| configuration | setting | seeds | AUROC | AUPR | fit CPU min | score CPU min | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | setting | profile | scoring | steps | seeds | AUROC | AUPR "
+        "| wall min | CPU min | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     grouped = rows.groupby(["config", "setting", "overrides"], sort=False, dropna=False)
     for (name, setting, overrides), group in grouped:
-        label = name + (f" {overrides}" if isinstance(overrides, str) and overrides else "")
+        label = name + (f" `{overrides}`" if isinstance(overrides, str) and overrides else "")
+        seeds = ",".join(str(seed) for seed in sorted(group.seed))
+        wall = (group.fit_wall_s + group.score_wall_s).mean() / 60
+        cpu = (group.fit_cpu_s + group.score_cpu_s).mean() / 60
         lines.append(
-            f"| {label} | {setting} | {len(group)} "
-            f"| {group.auroc.mean():.3f} ± {group.auroc.std(ddof=1):.3f} "
-            f"| {group.aupr.mean():.3f} ± {group.aupr.std(ddof=1):.3f} "
-            f"| {group.fit_cpu_s.mean() / 60:.1f} | {group.score_cpu_s.mean() / 60:.1f} "
-            f"| {group.load_before.mean():.1f} |"
+            f"| {label} | {setting} | {group.profile.iloc[0]} | {group.scoring.iloc[0]} "
+            f"| {int(group.steps.iloc[0])} | {seeds} | {_mean_std(group.auroc)} "
+            f"| {_mean_std(group.aupr)} | {wall:.1f} | {cpu:.1f} "
+            f"| {group.load_before.min():.1f}-{group.load_before.max():.1f} |"
         )
     return "\n".join(lines)
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = pd.to_numeric(values)
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
 def parse_overrides(items: list[str]) -> dict:

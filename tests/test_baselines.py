@@ -264,8 +264,9 @@ def test_run_experiment_writes_run_folder_per_method(tiny_mvtec, tmp_path, value
         ({"method": "patch_knn"}, PatchKNN),
         ({"method": "devnet", "augmentation": "none"}, DevNetModel),
         ({"method": "two_head", "scoring": "knn_ensemble"}, KnnEnsemble),
+        ({"method": "devnet", "augmentation": "none", "scoring": "knn_ensemble"}, KnnEnsemble),
     ],
-    ids=["patch_knn", "devnet", "knn_ensemble"],
+    ids=["patch_knn", "devnet", "knn_ensemble", "devnet_knn_ensemble"],
 )
 def test_checkpoint_restores_detector_scores(tiny_mvtec, tmp_path, values, detector):
     config = tiny_config(**values)
@@ -325,7 +326,7 @@ def test_method_fields_round_trip(values):
     [
         {"method": "kde"},
         {"scoring": "rank"},
-        {"method": "devnet", "scoring": "knn_ensemble"},
+        {"method": "patch_knn", "scoring": "knn_ensemble"},
         {"knn_sampling": "kmeans"},
         {"knn_smoothing": 2},
         {"knn_bank_size": 0},

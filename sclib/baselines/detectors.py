@@ -9,6 +9,7 @@ method        scoring         detector
 two_head      model           ``TwoHeadModel`` (SaliencyCut two-head model)
 two_head      knn_ensemble    ``KnnEnsemble`` of ``TwoHeadModel`` and ``PatchKNN``
 devnet        model           ``DevNetModel`` (one head, no pseudo anomalies)
+devnet        knn_ensemble    ``KnnEnsemble`` of ``DevNetModel`` and ``PatchKNN``
 patch_knn     model           ``PatchKNN`` (no training)
 ============  ==============  ===============================================
 
@@ -65,8 +66,9 @@ def build_detector(
     if config.method == "patch_knn":
         return build_patch_knn(config, weights)
     if config.method == "devnet":
-        return build_devnet(config, weights)
-    model = build_model(config, weights=weights, generator=generator)
+        model = build_devnet(config, weights)
+    else:
+        model = build_model(config, weights=weights, generator=generator)
     if config.scoring == "knn_ensemble":
         return KnnEnsemble(model, build_patch_knn(config, weights))
     return model
@@ -82,11 +84,12 @@ def fit_detector(
     """Build the detector of ``config`` and fit it on a uint8 image cache.
 
     - ``two_head``: ``sclib.train.train`` with SaliencyCut (or ``config.augmentation``).
-      With ``scoring="knn_ensemble"`` the PatchKNN memory bank is then filled from the
-      normal training images except ``CALIBRATION_IMAGES`` held-out ones, whose scores
-      calibrate the ensemble.
     - ``devnet``: ``sclib.train.train`` with ``devnet_loss`` and no pseudo anomalies.
     - ``patch_knn``: fills the memory bank from all normal training images.
+
+    With ``scoring="knn_ensemble"`` the PatchKNN memory bank is filled after training
+    from the normal training images except ``CALIBRATION_IMAGES`` held-out ones, whose
+    scores calibrate the ensemble.
 
     Weights and random draws come from ``config.seed`` without touching torch's global
     random state.

@@ -1,4 +1,4 @@
-"""Two-head score and PatchKNN distance combined into one image score.
+"""A trained model's score and the PatchKNN distance combined into one image score.
 
 The two-head model learns from labelled and pseudo anomalies, and PatchKNN measures how
 far an image's most unusual patch lies from normal patches without any training. On
@@ -20,14 +20,15 @@ import torch
 from torch import nn
 
 from sclib.baselines.patch_knn import PatchKNN
-from sclib.models.two_head import TwoHeadModel, TwoHeadOutput
+from sclib.models.two_head import TwoHeadOutput
 
 
 class KnnEnsemble(nn.Module):
-    """A trained two-head model and a fitted PatchKNN, scored together.
+    """A trained model (two-head or DevNet) and a fitted PatchKNN, scored together.
 
     Args:
-        model: the two-head model.
+        model: the trained model: a module with a ``spec`` that returns ``TwoHeadOutput``,
+            such as ``TwoHeadModel`` or ``DevNetModel``.
         knn: a PatchKNN on the same backbone family (same input normalisation).
 
     Attributes:
@@ -36,11 +37,11 @@ class KnnEnsemble(nn.Module):
             both, which leaves the scores unscaled.
     """
 
-    def __init__(self, model: TwoHeadModel, knn: PatchKNN):
+    def __init__(self, model: nn.Module, knn: PatchKNN):
         super().__init__()
         if model.spec.mean != knn.spec.mean or model.spec.std != knn.spec.std:
             raise ValueError(
-                f"the two-head model normalises with mean {model.spec.mean} and std "
+                f"the model normalises with mean {model.spec.mean} and std "
                 f"{model.spec.std} but PatchKNN with {knn.spec.mean} and {knn.spec.std}; "
                 "build both on the same backbone."
             )
@@ -74,9 +75,9 @@ class KnnEnsemble(nn.Module):
         """Score normalised images (B, 3, H, W).
 
         Returns:
-            A ``TwoHeadOutput`` with the two-head model's ``normal_score``,
-            ``anomaly_score`` and ``patch_scores``, and ``score`` = ``combine`` of the
-            two-head score and the PatchKNN distance (B,), higher = more anomalous.
+            A ``TwoHeadOutput`` with the model's ``normal_score``, ``anomaly_score`` and
+            ``patch_scores``, and ``score`` = ``combine`` of the model's score and the
+            PatchKNN distance (B,), higher = more anomalous.
         """
         output = self.model(images)
         knn_score = self.knn(images).score
