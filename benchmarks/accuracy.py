@@ -1,12 +1,13 @@
 """Accuracy benchmark: AUROC and AUPR of named configurations over settings and seeds.
 
 Each run draws the split, fits the detector, scores the test set and appends one row to
-a CSV file: the configuration, setting, seed, AUROC and AUPR (overall, seen and unseen
-classes), wall-clock and process CPU seconds of fitting and scoring, and the load
-average of the machine before and after the run (the CPU may be shared, so timings are
-only comparable at similar load). Runs already in the CSV are skipped, so an
-interrupted benchmark resumes where it stopped. ``--summary`` prints the mean and
-standard deviation per configuration and setting as a Markdown table.
+a CSV file. A row contains the configuration, setting and seed, AUROC and AUPR (overall,
+seen and unseen classes), and wall-clock and process CPU seconds of fitting and
+scoring. It also records the load average of the machine before and after the run,
+because the CPU may be shared and timings are only comparable at similar load. Runs
+already in the CSV are skipped, so an interrupted benchmark resumes where it stopped.
+``--summary`` prints the mean and standard deviation per configuration and setting as a
+Markdown table.
 
 Examples::
 
@@ -67,6 +68,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
             "features": "last",
             "feature_smoothing": 1,
             "train_backbone": True,
+            "validation_normal": 0,
             "image_size": 224,
             "n_scales": 2,
             "epochs": 6,

@@ -45,7 +45,7 @@ def build_patch_knn(config: Config, weights: str | Path | None = "default") -> P
     """Build an unfitted ``PatchKNN`` on ``config.backbone``'s multi-level features.
 
     PatchKNN always uses multi-level features, smoothed with ``config.knn_smoothing``,
-    whatever ``config.features`` says.
+    regardless of ``config.features``.
     """
     backbone, spec = build_backbone(
         config.backbone, weights=weights, features="multi", smoothing=config.knn_smoothing

@@ -1,16 +1,16 @@
 """DevNet-style one-head model: a backbone and one anomaly-scoring head, no pseudo anomalies.
 
-Deviation networks (Pang, Shen and van den Hengel, KDD 2019) learn an anomaly score
-directly from a few labelled anomalies and many unlabelled (mostly normal) samples with
-the deviation loss: normal scores are pulled towards the mean of a standard normal
-reference, and labelled anomalies are pushed ``margin`` reference standard deviations
-above it. This module applies that loss to images:
+A deviation network (DevNet) learns an anomaly score directly from a few labelled
+anomalies and many unlabelled, mostly normal, samples. Its deviation loss pulls normal
+scores towards the mean of a standard normal reference. It pushes labelled anomalies
+``margin`` reference standard deviations above that mean. This module applies that
+loss to images:
 
-- backbone (B, 3, H, W) -> features (B, C, h, w), the same backbones and feature options
-  as the two-head model;
+- backbone (B, 3, H, W) -> features (B, C, h, w), with the same backbones and feature
+  options as the two-head model;
 - head: Conv3x3(C, C), BatchNorm, ReLU, Conv1x1(C, 1), giving a score map (B, 1, h, w);
   the image score is the mean of the top ``top_fraction`` cells (multiple-instance
-  pooling, as image DevNet baselines do);
+  pooling);
 - training: the deviation loss with target 1 for labelled anomalies and 0 for normal
   images, on batches without pseudo anomalies (``pseudo_probability=0`` in
   ``sclib.train.train``) and without SaliencyCut.
