@@ -196,15 +196,17 @@ def run_one(name: str, setting: str, seed: int, data_root: Path, overrides: dict
 def summarize(rows: pd.DataFrame) -> str:
     """Return a Markdown table of mean and std per configuration, setting and overrides.
 
-    A single seed has no standard deviation and shows only its value. Times are means
+    A single seed has no standard deviation and shows only its value. For the
+    ``knn_ensemble`` scoring, ``model part`` and ``PatchKNN part`` give the AUROC of
+    each of the two averaged scores on their own; other rows show "-". Times are means
     per run: wall-clock minutes of fitting plus scoring, and process CPU minutes (both
     threads counted) of the same. ``load`` is the range of the load average at the
     starts of the runs.
     """
     lines = [
         "| configuration | setting | profile | scoring | steps | seeds | AUROC | AUPR "
-        "| wall min | CPU min | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model part | PatchKNN part | wall min | CPU min | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     grouped = rows.groupby(["config", "setting", "overrides"], sort=False, dropna=False)
     for (name, setting, overrides), group in grouped:
@@ -215,14 +217,17 @@ def summarize(rows: pd.DataFrame) -> str:
         lines.append(
             f"| {label} | {setting} | {group.profile.iloc[0]} | {group.scoring.iloc[0]} "
             f"| {int(group.steps.iloc[0])} | {seeds} | {_mean_std(group.auroc)} "
-            f"| {_mean_std(group.aupr)} | {wall:.1f} | {cpu:.1f} "
+            f"| {_mean_std(group.aupr)} | {_mean_std(group.auroc_model_part)} "
+            f"| {_mean_std(group.auroc_knn_part)} | {wall:.1f} | {cpu:.1f} "
             f"| {group.load_before.min():.1f}-{group.load_before.max():.1f} |"
         )
     return "\n".join(lines)
 
 
 def _mean_std(values: pd.Series) -> str:
-    values = pd.to_numeric(values)
+    values = pd.to_numeric(values).dropna()
+    if values.empty:
+        return "-"
     if len(values) == 1:
         return f"{values.iloc[0]:.3f}"
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
