@@ -10,8 +10,13 @@ changes between them. Two settings measure two things:
 - ``hard`` with a known class: the test anomalies all belong to other classes, which
   the model never saw labelled (``auroc_unseen``).
 
-:func:`summarize_comparison` gives the mean and standard deviation over seeds, and
-:func:`plot_comparison` draws them.
+:func:`compare_augmentations` can add baselines on the same split and seeds: the
+training-free PatchKNN and the DevNet one-head model (see ``sclib.baselines``). Their rows
+have the variant ``patch_knn`` or ``devnet`` and the augmentation ``none``.
+
+:func:`compare_with_baselines` fits baselines on the data of one finished run and lists
+them beside its metrics. :func:`summarize_comparison` gives the mean and standard
+deviation over seeds, and :func:`plot_comparison` draws them.
 """
 
 from __future__ import annotations
@@ -30,9 +35,14 @@ from sclib.config import AUGMENTATIONS, Config
 
 logger = logging.getLogger(__name__)
 
+# Baselines that compare_augmentations can add, by variant name: the method and the
+# augmentation of their config.
+BASELINES = {"patch_knn": ("patch_knn", "none"), "devnet": ("devnet", "none")}
+
 COMPARISON_COLUMNS = (
     "case",
     "seed",
+    "variant",
     "augmentation",
     "auroc",
     "aupr",
@@ -66,8 +76,9 @@ def compare_augmentations(
     hard_known_class: str | None = None,
     progress: bool = False,
     cache_dir: str | Path | None = None,
+    baselines: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Train and score one model per case, seed and augmentation.
+    """Train and score one model per case, seed and augmentation, and optional baselines.
 
     Args:
         config: the base configuration; its ``augmentation`` and ``seed`` are replaced.
@@ -77,6 +88,9 @@ def compare_augmentations(
         hard_known_class: adds a hard-setting case with this known class; None skips it.
         progress: show progress bars.
         cache_dir: decoded-image cache folder, see ``sclib.experiment.prepare_data``.
+        baselines: names from ``BASELINES``, fitted once per case and seed on the same
+            data. DevNet keeps ``config.scoring``, so with ``knn_ensemble`` it is
+            averaged with PatchKNN just as the two-head model is.
 
     Returns:
         One row per run with the columns of ``COMPARISON_COLUMNS`` and one
@@ -86,36 +100,41 @@ def compare_augmentations(
     unknown = sorted(set(augmentations) - set(AUGMENTATIONS))
     if unknown:
         raise ValueError(f"unknown augmentations {unknown}; choose from {list(AUGMENTATIONS)}.")
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}.")
+    variants = [(name, config.method, name) for name in augmentations]
+    variants += [(name, *BASELINES[name]) for name in baselines]
     rows = []
     for case, case_config in comparison_cases(config, hard_known_class).items():
         for seed in seeds:
             seeded = case_config.replace(seed=seed)
             data = experiment.prepare_data(seeded, data_root, cache_dir, progress=progress)
-            for augmentation in augmentations:
-                logger.info("%s, seed %d: training with %s", case, seed, augmentation)
-                run_config = seeded.replace(augmentation=augmentation)
+            for variant, method, augmentation in variants:
+                logger.info("%s, seed %d: fitting %s", case, seed, variant)
+                run_config = seeded.replace(method=method, augmentation=augmentation)
+                if method == "patch_knn":
+                    run_config = run_config.replace(scoring="model")
                 started = time.perf_counter()
                 model, _ = experiment.fit(run_config, data, progress=progress)
                 train_seconds = time.perf_counter() - started
                 _, metrics = experiment.evaluate_run(model, data, run_config)
-                rows.append(_comparison_row(case, seed, augmentation, metrics, train_seconds))
+                rows.append(
+                    _comparison_row(case, seed, variant, augmentation, metrics, train_seconds)
+                )
     table = pd.DataFrame(rows)
     class_columns = sorted(column for column in table.columns if column not in COMPARISON_COLUMNS)
     return table[list(COMPARISON_COLUMNS) + class_columns]
 
 
-def _comparison_row(case, seed, augmentation, metrics, train_seconds) -> dict:
-    def auroc_of(summary):
-        return np.nan if summary is None else summary["auroc"]
-
+def _comparison_row(case, seed, variant, augmentation, metrics, train_seconds) -> dict:
+    overall = _overall_row(metrics, train_seconds)
     row = {
         "case": case,
         "seed": seed,
+        "variant": variant,
         "augmentation": augmentation,
-        "auroc": metrics["overall"]["auroc"],
-        "aupr": metrics["overall"]["aupr"],
-        "auroc_seen": auroc_of(metrics["seen"]),
-        "auroc_unseen": auroc_of(metrics["unseen"]),
+        **{key: overall[key] for key in ("auroc", "aupr", "auroc_seen", "auroc_unseen")},
         "train_s": train_seconds,
     }
     for name, summary in metrics["per_class"].items():
@@ -132,18 +151,21 @@ def summarize_comparison(table: pd.DataFrame, metric: str = "auroc") -> pd.DataF
             ``"auroc_unseen"``.
 
     Returns:
-        One row per augmentation (in the order of ``table``) and, for each case, the
+        One row per variant (in the order of ``table``; the augmentation for a table
+        without a ``variant`` column) and, for each case, the
         columns ``(case, "mean")``, ``(case, "std")`` and ``(case, "n_seeds")``. The std
         uses ddof=1, so it is NaN with one seed.
     """
     if metric not in table.columns:
         raise ValueError(f"unknown metric {metric!r}; the table has {list(table.columns)}.")
-    grouped = table.groupby(["augmentation", "case"], sort=False)[metric]
+    label = "variant" if "variant" in table.columns else "augmentation"
+    grouped = table.groupby([label, "case"], sort=False)[metric]
     summary = grouped.agg(mean="mean", std="std", n_seeds="count").unstack("case")
+    summary.index.name = label
     summary = summary.swaplevel(axis=1)
     cases = list(dict.fromkeys(table["case"]))
     columns = [(case, statistic) for case in cases for statistic in ("mean", "std", "n_seeds")]
-    order = list(dict.fromkeys(table["augmentation"]))
+    order = list(dict.fromkeys(table[label]))
     return summary.reindex(index=order, columns=pd.MultiIndex.from_tuples(columns))
 
 
@@ -180,3 +202,58 @@ def plot_comparison(summary: pd.DataFrame, title: str = "AUROC by augmentation")
     axes.legend(fontsize="small", loc="lower right")
     figure.tight_layout()
     return figure
+
+
+def compare_with_baselines(
+    config: Config,
+    data: experiment.PreparedData,
+    metrics: dict,
+    baselines: Sequence[str] = ("patch_knn",),
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Fit baselines on the data of a finished run and list them beside its metrics.
+
+    Args:
+        config: the configuration of the run.
+        data: the run's prepared split, from ``sclib.experiment.prepare_data``.
+        metrics: the run's metrics, from ``sclib.experiment.evaluate_run``.
+        baselines: names from ``BASELINES``, each fitted on ``data`` with ``config``'s
+            seed, as in :func:`compare_augmentations`.
+        progress: show progress bars.
+
+    Returns:
+        One row per detector, the run first (named ``"<method>, <augmentation>"``), with
+        the columns ``auroc``, ``aupr``, ``auroc_seen``, ``auroc_unseen`` and ``fit_s``
+        (NaN for the run, which was timed elsewhere).
+    """
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}.")
+    rows = {f"{config.method}, {config.augmentation}": _overall_row(metrics, np.nan)}
+    for name in baselines:
+        method, augmentation = BASELINES[name]
+        baseline_config = config.replace(method=method, augmentation=augmentation)
+        if method == "patch_knn":
+            baseline_config = baseline_config.replace(scoring="model")
+        logger.info("fitting baseline %s", name)
+        started = time.perf_counter()
+        model, _ = experiment.fit(baseline_config, data, progress=progress)
+        fit_seconds = time.perf_counter() - started
+        _, baseline_metrics = experiment.evaluate_run(model, data, baseline_config)
+        rows[name] = _overall_row(baseline_metrics, fit_seconds)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "detector"
+    return table
+
+
+def _overall_row(metrics: dict, fit_seconds: float) -> dict:
+    def auroc_of(summary):
+        return np.nan if summary is None else summary["auroc"]
+
+    return {
+        "auroc": metrics["overall"]["auroc"],
+        "aupr": metrics["overall"]["aupr"],
+        "auroc_seen": auroc_of(metrics["seen"]),
+        "auroc_unseen": auroc_of(metrics["unseen"]),
+        "fit_s": fit_seconds,
+    }

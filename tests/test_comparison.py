@@ -12,6 +12,7 @@ from sclib.config import get_profile
 from tests.conftest import make_tiny_mvtec
 
 AUGMENTATIONS = ["saliencycut", "none"]
+BASELINES = ["patch_knn", "devnet"]
 
 
 def _config(**overrides):
@@ -38,13 +39,14 @@ def compared(tmp_path_factory):
         seeds=(0, 1),
         hard_known_class="scratch",
         cache_dir=folder / "cache",
+        baselines=BASELINES,
     )
     return table, data_root, folder
 
 
 def test_compare_has_one_row_per_run(compared):
     table, _, _ = compared
-    assert len(table) == 2 * 2 * len(AUGMENTATIONS)
+    assert len(table) == 2 * 2 * (len(AUGMENTATIONS) + len(BASELINES))
     assert list(dict.fromkeys(table["case"])) == ["general", "hard, known scratch"]
     assert list(table.columns[: len(comparison.COMPARISON_COLUMNS)]) == list(
         comparison.COMPARISON_COLUMNS
@@ -74,14 +76,46 @@ def test_compare_row_matches_single_run(compared):
     model, _ = experiment.fit(config, data, progress=False)
     _, metrics = experiment.evaluate_run(model, data, config)
     row = table[(table["case"] == "general") & (table["seed"] == 1)]
-    row = row[row["augmentation"] == "none"].iloc[0]
+    row = row[row["variant"] == "none"].iloc[0]
     assert row["auroc"] == pytest.approx(metrics["overall"]["auroc"])
     assert row["aupr"] == pytest.approx(metrics["overall"]["aupr"])
+
+
+def test_baseline_rows_name_their_variant(compared):
+    table, _, _ = compared
+    baseline_rows = table[table["variant"].isin(BASELINES)]
+    assert len(baseline_rows) == 2 * 2 * len(BASELINES)
+    assert (baseline_rows["augmentation"] == "none").all()
+    assert list(dict.fromkeys(table["variant"])) == AUGMENTATIONS + BASELINES
+
+
+def test_patch_knn_row_matches_single_run(compared):
+    table, data_root, folder = compared
+    config = _config(seed=0, method="patch_knn", augmentation="none")
+    data = experiment.prepare_data(config, data_root, cache_dir=folder / "cache")
+    model, history = experiment.fit(config, data, progress=False)
+    _, metrics = experiment.evaluate_run(model, data, config)
+    row = table[(table["case"] == "general") & (table["seed"] == 0)]
+    row = row[row["variant"] == "patch_knn"].iloc[0]
+    assert len(history) == 0
+    assert row["auroc"] == pytest.approx(metrics["overall"]["auroc"])
+
+
+def test_summary_separates_devnet_from_none(compared):
+    table, _, _ = compared
+    summary = comparison.summarize_comparison(table)
+    assert list(summary.index) == AUGMENTATIONS + BASELINES
+    assert summary.loc["devnet", ("general", "n_seeds")] == 2
 
 
 def test_compare_rejects_unknown_augmentation(tiny_mvtec):
     with pytest.raises(ValueError, match="mixup"):
         comparison.compare_augmentations(_config(), tiny_mvtec, augmentations=["mixup"])
+
+
+def test_compare_rejects_unknown_baseline(tiny_mvtec):
+    with pytest.raises(ValueError, match="patchcore"):
+        comparison.compare_augmentations(_config(), tiny_mvtec, baselines=["patchcore"])
 
 
 def test_cases_skip_duplicate_hard_setting():
@@ -130,3 +164,32 @@ def test_plot_draws_one_bar_per_case_and_augmentation(made_up_table):
     assert isinstance(figure, Figure)
     bars = [patch for patch in figure.axes[0].patches]
     assert len(bars) == 4
+
+
+def test_with_baselines_lists_run_first(compared):
+    _, data_root, folder = compared
+    config = _config(seed=0, augmentation="none")
+    data = experiment.prepare_data(config, data_root, cache_dir=folder / "cache")
+    model, _ = experiment.fit(config, data, progress=False)
+    _, metrics = experiment.evaluate_run(model, data, config)
+    table = comparison.compare_with_baselines(config, data, metrics, baselines=["patch_knn"])
+    assert list(table.index) == ["two_head, none", "patch_knn"]
+    assert table.loc["two_head, none", "auroc"] == pytest.approx(metrics["overall"]["auroc"])
+    assert np.isnan(table.loc["two_head, none", "fit_s"])
+    assert table.loc["patch_knn", "fit_s"] > 0
+
+
+def test_with_baselines_matches_comparison_row(compared):
+    table, data_root, folder = compared
+    config = _config(seed=1)
+    data = experiment.prepare_data(config, data_root, cache_dir=folder / "cache")
+    metrics = {"overall": {"auroc": 0.5, "aupr": 0.5}, "seen": None, "unseen": None}
+    listed = comparison.compare_with_baselines(config, data, metrics, baselines=["devnet"])
+    row = table[(table["case"] == "general") & (table["seed"] == 1)]
+    row = row[row["variant"] == "devnet"].iloc[0]
+    assert listed.loc["devnet", "auroc"] == pytest.approx(row["auroc"])
+
+
+def test_with_baselines_rejects_unknown_name():
+    with pytest.raises(ValueError, match="patchcore"):
+        comparison.compare_with_baselines(_config(), None, {}, baselines=["patchcore"])
