@@ -11,6 +11,7 @@ notebooks 00 to 05; ``--notebooks 06,07`` runs others.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -124,8 +125,27 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("all %d notebooks finished in %.1f min", len(timings), (time.perf_counter() - started) / 60)
     for name, seconds in timings:
         logger.info("  %-40s %6.0f s", name, seconds)
+    headline = headline_metrics(run_dir)
+    if headline:
+        logger.info("%s", headline)
     logger.info("results are in %s", run_dir)
     return 0
+
+
+def headline_metrics(run_dir: Path) -> str | None:
+    """Return the test AUROC and AUPR of ``run_dir/metrics.json`` as a line, or None.
+
+    Notebook 04 writes ``metrics.json``; without it (another notebook selection) there
+    is no line.
+    """
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    overall = json.loads(path.read_text())["overall"]
+    return (
+        f"notebook 04 test AUROC {overall['auroc']:.4f}, AUPR {overall['aupr']:.4f} "
+        f"({overall['n_normal']} normal, {overall['n_anomaly']} anomalous images)"
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from sclib import demo
 from sclib.demo import list_notebooks, main
 
 
@@ -55,3 +58,14 @@ def test_demo_unknown_notebook_exits_cleanly(tiny_mvtec, tmp_path, monkeypatch, 
     assert caught.value.code == 2
     assert "no notebook starts with ['99']" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_headline_reads_metrics(tmp_path):
+    overall = {"auroc": 0.83854, "aupr": 0.9159, "n_normal": 377, "n_anomaly": 705}
+    (tmp_path / "metrics.json").write_text(json.dumps({"overall": overall}))
+    line = demo.headline_metrics(tmp_path)
+    assert line == "notebook 04 test AUROC 0.8385, AUPR 0.9159 (377 normal, 705 anomalous images)"
+
+
+def test_headline_without_metrics_is_none(tmp_path):
+    assert demo.headline_metrics(tmp_path) is None
