@@ -100,27 +100,20 @@ def compare_augmentations(
     unknown = sorted(set(augmentations) - set(AUGMENTATIONS))
     if unknown:
         raise ValueError(f"unknown augmentations {unknown}; choose from {list(AUGMENTATIONS)}.")
-    unknown = sorted(set(baselines) - set(BASELINES))
-    if unknown:
-        raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}.")
-    variants = [(name, config.method, name) for name in augmentations]
-    variants += [(name, *BASELINES[name]) for name in baselines]
+    _check_baselines(baselines)
     rows = []
     for case, case_config in comparison_cases(config, hard_known_class).items():
         for seed in seeds:
             seeded = case_config.replace(seed=seed)
             data = experiment.prepare_data(seeded, data_root, cache_dir, progress=progress)
-            for variant, method, augmentation in variants:
+            for variant in [*augmentations, *baselines]:
                 logger.info("%s, seed %d: fitting %s", case, seed, variant)
-                run_config = seeded.replace(method=method, augmentation=augmentation)
-                if method == "patch_knn":
-                    run_config = run_config.replace(scoring="model")
-                started = time.perf_counter()
-                model, _ = experiment.fit(run_config, data, progress=progress)
-                train_seconds = time.perf_counter() - started
-                _, metrics = experiment.evaluate_run(model, data, run_config)
+                run_config = _variant_config(seeded, variant)
+                metrics, train_seconds = _fit_and_evaluate(run_config, data, progress)
                 rows.append(
-                    _comparison_row(case, seed, variant, augmentation, metrics, train_seconds)
+                    _comparison_row(
+                        case, seed, variant, run_config.augmentation, metrics, train_seconds
+                    )
                 )
     table = pd.DataFrame(rows)
     class_columns = sorted(column for column in table.columns if column not in COMPARISON_COLUMNS)
@@ -226,24 +219,46 @@ def compare_with_baselines(
         the columns ``auroc``, ``aupr``, ``auroc_seen``, ``auroc_unseen`` and ``fit_s``
         (NaN for the run, which was timed elsewhere).
     """
-    unknown = sorted(set(baselines) - set(BASELINES))
-    if unknown:
-        raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}.")
+    _check_baselines(baselines)
     rows = {f"{config.method}, {config.augmentation}": _overall_row(metrics, np.nan)}
     for name in baselines:
-        method, augmentation = BASELINES[name]
-        baseline_config = config.replace(method=method, augmentation=augmentation)
-        if method == "patch_knn":
-            baseline_config = baseline_config.replace(scoring="model")
         logger.info("fitting baseline %s", name)
-        started = time.perf_counter()
-        model, _ = experiment.fit(baseline_config, data, progress=progress)
-        fit_seconds = time.perf_counter() - started
-        _, baseline_metrics = experiment.evaluate_run(model, data, baseline_config)
+        baseline_metrics, fit_seconds = _fit_and_evaluate(
+            _variant_config(config, name), data, progress
+        )
         rows[name] = _overall_row(baseline_metrics, fit_seconds)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "detector"
     return table
+
+
+def _check_baselines(baselines: Sequence[str]) -> None:
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}.")
+
+
+def _variant_config(config: Config, variant: str) -> Config:
+    """Return ``config`` for a variant: an augmentation of its method, or a baseline.
+
+    PatchKNN is scored alone (``scoring="model"``); DevNet keeps ``config.scoring``.
+    """
+    if variant not in BASELINES:
+        return config.replace(augmentation=variant)
+    method, augmentation = BASELINES[variant]
+    scoring = "model" if method == "patch_knn" else config.scoring
+    return config.replace(method=method, augmentation=augmentation, scoring=scoring)
+
+
+def _fit_and_evaluate(
+    config: Config, data: experiment.PreparedData, progress: bool
+) -> tuple[dict, float]:
+    """Fit the detector of ``config`` on ``data``; return its test metrics and fit seconds."""
+    started = time.perf_counter()
+    model, _ = experiment.fit(config, data, progress=progress)
+    fit_seconds = time.perf_counter() - started
+    _, metrics = experiment.evaluate_run(model, data, config)
+    return metrics, fit_seconds
 
 
 def _overall_row(metrics: dict, fit_seconds: float) -> dict:

@@ -44,6 +44,14 @@ def compared(tmp_path_factory):
     return table, data_root, folder
 
 
+def _single_run(config, data_root, folder):
+    """Return the prepared data, metrics and history of one run of ``config``."""
+    data = experiment.prepare_data(config, data_root, cache_dir=folder / "cache")
+    model, history = experiment.fit(config, data, progress=False)
+    _, metrics = experiment.evaluate_run(model, data, config)
+    return data, metrics, history
+
+
 def test_compare_has_one_row_per_run(compared):
     table, _, _ = compared
     assert len(table) == 2 * 2 * (len(AUGMENTATIONS) + len(BASELINES))
@@ -71,10 +79,7 @@ def test_general_case_scores_seen_classes(compared):
 
 def test_compare_row_matches_single_run(compared):
     table, data_root, folder = compared
-    config = _config(seed=1, augmentation="none")
-    data = experiment.prepare_data(config, data_root, cache_dir=folder / "cache")
-    model, _ = experiment.fit(config, data, progress=False)
-    _, metrics = experiment.evaluate_run(model, data, config)
+    _, metrics, _ = _single_run(_config(seed=1, augmentation="none"), data_root, folder)
     row = table[(table["case"] == "general") & (table["seed"] == 1)]
     row = row[row["variant"] == "none"].iloc[0]
     assert row["auroc"] == pytest.approx(metrics["overall"]["auroc"])
@@ -92,9 +97,7 @@ def test_baseline_rows_name_their_variant(compared):
 def test_patch_knn_row_matches_single_run(compared):
     table, data_root, folder = compared
     config = _config(seed=0, method="patch_knn", augmentation="none")
-    data = experiment.prepare_data(config, data_root, cache_dir=folder / "cache")
-    model, history = experiment.fit(config, data, progress=False)
-    _, metrics = experiment.evaluate_run(model, data, config)
+    _, metrics, history = _single_run(config, data_root, folder)
     row = table[(table["case"] == "general") & (table["seed"] == 0)]
     row = row[row["variant"] == "patch_knn"].iloc[0]
     assert len(history) == 0
@@ -169,9 +172,7 @@ def test_plot_draws_one_bar_per_case_and_augmentation(made_up_table):
 def test_with_baselines_lists_run_first(compared):
     _, data_root, folder = compared
     config = _config(seed=0, augmentation="none")
-    data = experiment.prepare_data(config, data_root, cache_dir=folder / "cache")
-    model, _ = experiment.fit(config, data, progress=False)
-    _, metrics = experiment.evaluate_run(model, data, config)
+    data, metrics, _ = _single_run(config, data_root, folder)
     table = comparison.compare_with_baselines(config, data, metrics, baselines=["patch_knn"])
     assert list(table.index) == ["two_head, none", "patch_knn"]
     assert table.loc["two_head, none", "auroc"] == pytest.approx(metrics["overall"]["auroc"])
